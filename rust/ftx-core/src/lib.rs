@@ -1,0 +1,16 @@
+//! ftx-core: the data engine behind `ftx prepare`, in plain Rust (no Python here).
+//!
+//! Pipeline stages, one module each: [`reader`] → [`formats`] (parse, detect, normalize, validate)
+//! → [`dedup`] → [`split`] → [`template`] (render) → [`encode`] (tokenize + mask) → [`store`].
+//! [`pipeline`] wires them together on a bounded, ordered, multi-core path.
+
+pub mod conversation;
+pub mod error;
+pub mod reject;
+
+pub use error::{Error, Result};
+
+/// The ftx version, recorded in every artifact.
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
