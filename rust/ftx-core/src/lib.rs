@@ -5,8 +5,12 @@
 //! [`pipeline`] wires them together on a bounded, ordered, multi-core path.
 
 pub mod conversation;
+pub mod dedup;
 pub mod error;
+pub mod reader;
 pub mod reject;
+pub mod split;
+pub mod store;
 
 pub use error::{Error, Result};
 

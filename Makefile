@@ -1,0 +1,57 @@
+# One place for the commands that the README, CI and developers run.
+# `make quickstart` sets everything up from scratch and runs the main job; `make test` runs all tests.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: quickstart setup wheel install lint fmt test test-rust test-python bench ci clean
+
+quickstart: install
+	$(BIN)/ftx prepare examples/data/chat.jsonl --model examples/models/tiny-chatml --out runs/quickstart-data --valid 0.1
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/python -m pip install -q "maturin>=1.7,<2"
+
+# The tests run against the release wheel itself, installed like a user would, never an editable tree.
+wheel: setup
+	rm -rf dist
+	$(BIN)/maturin build --release -o dist
+
+install: wheel
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/ftx-*.whl
+	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[dev]"
+
+lint: install
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy --strict python/ftx
+	$(BIN)/python -m mypy.stubtest ftx._core
+
+fmt:
+	cargo fmt --all
+	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff check --fix python tests benches
+
+test-rust:
+	cargo test --workspace
+
+test-python: install
+	cd tests && $(BIN)/python -m pytest -q ..
+
+test: test-rust test-python
+
+bench: install
+	$(BIN)/python -m pytest benches --benchmark-enable -q -s
+
+ci: lint test
+
+clean:
+	rm -rf $(VENV) dist target runs

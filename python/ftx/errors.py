@@ -1,0 +1,50 @@
+"""One exception tree for everything ftx raises on purpose.
+
+The Rust engine's errors are mapped onto these classes in one place (``rust/ftx-py/src/errors.rs``).
+"""
+
+from __future__ import annotations
+
+
+class FtxError(Exception):
+    """Base class of every error ftx raises on purpose."""
+
+
+class DataError(FtxError, ValueError):
+    """The input data cannot be used as a whole (too many rejects, nothing usable)."""
+
+
+class TemplateError(FtxError, ValueError):
+    """A chat template does not compile or fails on (almost) every record."""
+
+
+class ConfigError(FtxError, ValueError):
+    """An option, config key or model folder is not usable as given."""
+
+
+class TokenizerError(FtxError):
+    """The tokenizer could not be loaded or failed."""
+
+
+class FtxIOError(FtxError, OSError):
+    """Reading or writing a file failed."""
+
+
+class FtxFileNotFoundError(FtxIOError, FileNotFoundError):
+    """A file or folder that ftx needs does not exist."""
+
+
+class FtxPermissionError(FtxIOError, PermissionError):
+    """A file or folder cannot be read or written with the current permissions."""
+
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "FtxError",
+    "FtxFileNotFoundError",
+    "FtxIOError",
+    "FtxPermissionError",
+    "TemplateError",
+    "TokenizerError",
+]

@@ -1,0 +1,450 @@
+//! Streaming input: files (plain, gzip or zstd) cut into raw records with their location.
+//! Nothing here parses JSON beyond finding element boundaries, so a bad record costs only itself.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// One input as the pipeline sees it. `path` is what is read; `origin` is the user's file (they
+/// differ when a Parquet or CSV file was first converted to JSON lines).
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    pub origin: PathBuf,
+    /// Added to every line number, so that converted tables report their own row numbers.
+    pub line_offset: u64,
+}
+
+impl Input {
+    pub fn plain(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        Input {
+            origin: path.clone(),
+            path,
+            line_offset: 0,
+        }
+    }
+}
+
+/// How `.txt` inputs become documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextUnit {
+    #[default]
+    Line,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawKind {
+    /// One line of a JSON-lines file; `unterminated` when it is the last line and has no newline.
+    JsonLine { unterminated: bool },
+    /// One element of a top-level JSON array; `unterminated` when the file ends inside it.
+    JsonElement { unterminated: bool },
+    /// Plain text for continued pretraining.
+    Text,
+}
+
+/// The bytes of one record and where they came from (1-based line, 0-based byte offset into the
+/// decompressed stream).
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub source: u32,
+    pub line: u64,
+    pub offset: u64,
+    pub kind: RawKind,
+    pub bytes: Vec<u8>,
+}
+
+/// Opens a file, decompressing gzip or zstd when its first bytes say so (not its name: a
+/// mislabelled file still reads).
+pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let file = fs_err::File::open(path)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+    let inner: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let dec = ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| {
+            Error::Data(format!("{}: not a valid zstd stream: {e}", path.display()))
+        })?;
+        Box::new(dec)
+    } else {
+        return Ok(Box::new(reader));
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 20, inner)))
+}
+
+fn is_text_file(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let name = name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst")
+        .trim_end_matches(".zstd");
+    name.ends_with(".txt")
+}
+
+/// Reads every record of one input and hands them to `emit` in file order. Stops early when
+/// `emit` returns false (the consumer was cancelled).
+pub fn read_input(
+    input: &Input,
+    source: u32,
+    text_unit: TextUnit,
+    emit: &mut dyn FnMut(RawRecord) -> bool,
+) -> Result<()> {
+    let mut reader = open(&input.path)?;
+    let io_err = |e| Error::io(&input.path, e);
+    if is_text_file(&input.origin) {
+        return read_text(&mut reader, input, source, text_unit, emit).map_err(io_err);
+    }
+    // A JSON array and JSON lines are told apart by the first non-space byte.
+    let first = loop {
+        let buf = reader.fill_buf().map_err(io_err)?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => break Some(buf[i]),
+            None if buf.is_empty() => break None,
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    };
+    match first {
+        None => Ok(()),
+        Some(b'[') => read_json_array(&mut reader, input, source, emit).map_err(io_err),
+        Some(_) => read_json_lines(&mut reader, input, source, emit).map_err(io_err),
+    }
+}
+
+fn read_json_lines(
+    reader: &mut dyn BufRead,
+    input: &Input,
+    source: u32,
+    emit: &mut dyn FnMut(RawRecord) -> bool,
+) -> std::io::Result<()> {
+    let mut line_no = input.line_offset;
+    let mut offset = 0u64;
+    loop {
+        let mut bytes = Vec::new();
+        let n = reader.read_until(b'\n', &mut bytes)?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let start = offset;
+        offset += n as u64;
+        let unterminated = bytes.last() != Some(&b'\n');
+        while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let raw = RawRecord {
+            source,
+            line: line_no,
+            offset: start,
+            kind: RawKind::JsonLine { unterminated },
+            bytes,
+        };
+        if !emit(raw) {
+            return Ok(());
+        }
+    }
+}
+
+/// Splits a top-level JSON array into its elements without parsing them, tracking strings and
+/// nesting, so that one bad element is one reject and memory stays at one element.
+fn read_json_array(
+    reader: &mut dyn BufRead,
+    input: &Input,
+    source: u32,
+    emit: &mut dyn FnMut(RawRecord) -> bool,
+) -> std::io::Result<()> {
+    let mut line = input.line_offset + 1;
+    let mut offset = 0u64;
+    let mut depth = 0usize; // nesting inside the current element
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut seen_open = false;
+    let mut element: Vec<u8> = Vec::new();
+    let mut elem_line = line;
+    let mut elem_offset = 0u64;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len();
+        for &b in buf {
+            let pos = offset;
+            offset += 1;
+            if b == b'\n' {
+                line += 1;
+            }
+            if !seen_open {
+                if b == b'[' {
+                    seen_open = true;
+                }
+                continue;
+            }
+            if in_string {
+                element.push(b);
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b',' | b']' if depth == 0 => {
+                    if !element.iter().all(u8::is_ascii_whitespace) {
+                        let raw = RawRecord {
+                            source,
+                            line: elem_line,
+                            offset: elem_offset,
+                            kind: RawKind::JsonElement {
+                                unterminated: false,
+                            },
+                            bytes: trim(std::mem::take(&mut element)),
+                        };
+                        if !emit(raw) {
+                            return Ok(());
+                        }
+                    }
+                    element.clear();
+                    if b == b']' {
+                        return Ok(());
+                    }
+                }
+                _ => {
+                    if element.iter().all(u8::is_ascii_whitespace) && !b.is_ascii_whitespace() {
+                        element.clear();
+                        elem_line = line;
+                        elem_offset = pos;
+                    }
+                    match b {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth = depth.saturating_sub(1),
+                        _ => {}
+                    }
+                    element.push(b);
+                }
+            }
+        }
+        reader.consume(n);
+    }
+    // The file ended inside the array: what is left is a truncated element.
+    if !element.iter().all(u8::is_ascii_whitespace) {
+        emit(RawRecord {
+            source,
+            line: elem_line,
+            offset: elem_offset,
+            kind: RawKind::JsonElement { unterminated: true },
+            bytes: trim(element),
+        });
+    }
+    Ok(())
+}
+
+fn trim(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last().is_some_and(u8::is_ascii_whitespace) {
+        v.pop();
+    }
+    v
+}
+
+fn read_text(
+    reader: &mut dyn BufRead,
+    input: &Input,
+    source: u32,
+    unit: TextUnit,
+    emit: &mut dyn FnMut(RawRecord) -> bool,
+) -> std::io::Result<()> {
+    if unit == TextUnit::File {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes)?;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            emit(RawRecord {
+                source,
+                line: input.line_offset + 1,
+                offset: 0,
+                kind: RawKind::Text,
+                bytes,
+            });
+        }
+        return Ok(());
+    }
+    let mut line_no = input.line_offset;
+    let mut offset = 0u64;
+    loop {
+        let mut bytes = Vec::new();
+        let n = reader.read_until(b'\n', &mut bytes)?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let start = offset;
+        offset += n as u64;
+        while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let raw = RawRecord {
+            source,
+            line: line_no,
+            offset: start,
+            kind: RawKind::Text,
+            bytes,
+        };
+        if !emit(raw) {
+            return Ok(());
+        }
+    }
+}
+
+/// Expands globs and checks that every named input exists, in the order given (the order is part
+/// of the output: records are numbered across files in this order).
+pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in patterns {
+        if p.contains(['*', '?', '[']) {
+            let mut matched: Vec<PathBuf> = glob::glob(p)
+                .map_err(|e| Error::Config(format!("bad glob pattern {p:?}: {e}")))?
+                .filter_map(|r| r.ok())
+                .filter(|p| p.is_file())
+                .collect();
+            if matched.is_empty() {
+                return Err(Error::Config(format!("no file matches {p:?}")));
+            }
+            matched.sort();
+            out.extend(matched);
+        } else {
+            let path = PathBuf::from(p);
+            if !path.is_file() {
+                return Err(Error::io(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such input file"),
+                ));
+            }
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn collect(path: &Path, unit: TextUnit) -> Vec<RawRecord> {
+        let mut v = Vec::new();
+        read_input(&Input::plain(path), 0, unit, &mut |r| {
+            v.push(r);
+            true
+        })
+        .unwrap();
+        v
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.path().join(name);
+        fs_err::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn json_lines_with_blank_lines_and_truncated_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "a.jsonl", b"{\"a\":1}\n\n{\"b\":2}\r\n{\"c\":");
+        let recs = collect(&p, TextUnit::Line);
+        assert_eq!(recs.len(), 3);
+        assert_eq!((recs[0].line, recs[0].offset), (1, 0));
+        assert_eq!((recs[1].line, recs[1].offset), (3, 9));
+        assert_eq!(recs[1].bytes, b"{\"b\":2}");
+        assert_eq!(recs[2].kind, RawKind::JsonLine { unterminated: true });
+        assert_eq!(
+            recs[1].kind,
+            RawKind::JsonLine {
+                unterminated: false
+            }
+        );
+    }
+
+    #[test]
+    fn json_array_elements_with_lines_and_tricky_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "a.json",
+            b"[\n  {\"t\": \"a,]\\\"}\"},\n  {\"n\": [1, {\"x\": 2}]}\n]\n",
+        );
+        let recs = collect(&p, TextUnit::Line);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].bytes, b"{\"t\": \"a,]\\\"}\"}");
+        assert_eq!(recs[0].line, 2);
+        assert_eq!(recs[1].line, 3);
+        assert_eq!(recs[1].bytes, b"{\"n\": [1, {\"x\": 2}]}");
+        let v: serde_json::Value = serde_json::from_slice(&recs[0].bytes).unwrap();
+        assert_eq!(v["t"], "a,]\"}");
+    }
+
+    #[test]
+    fn json_array_cut_off_is_one_unterminated_element() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "a.json", b"[{\"a\": 1}, {\"b\": [2, ");
+        let recs = collect(&p, TextUnit::Line);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].kind, RawKind::JsonElement { unterminated: true });
+    }
+
+    #[test]
+    fn gzip_and_zstd_are_detected_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"{\"a\":1}\n{\"a\":2}\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(body).unwrap();
+        let p = write(&dir, "a.jsonl.gz", &gz.finish().unwrap());
+        assert_eq!(collect(&p, TextUnit::Line).len(), 2);
+        // A minimal zstd frame (raw block) holding `body`, built by hand to avoid an encoder dep.
+        let mut z = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20, body.len() as u8];
+        let header = ((body.len() as u32) << 3) | 1; // last block, raw
+        z.extend_from_slice(&header.to_le_bytes()[..3]);
+        z.extend_from_slice(body);
+        let p = write(&dir, "b.jsonl.zst", &z);
+        let recs = collect(&p, TextUnit::Line);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].bytes, b"{\"a\":2}");
+    }
+
+    #[test]
+    fn text_by_line_or_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "wiki.txt", b"first doc\n\nsecond doc\n");
+        assert_eq!(collect(&p, TextUnit::Line).len(), 2);
+        let whole = collect(&p, TextUnit::File);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].kind, RawKind::Text);
+    }
+
+    #[test]
+    fn expand_reports_missing_files_and_empty_globs() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir, "b.jsonl", b"{}\n");
+        write(&dir, "a.jsonl", b"{}\n");
+        let pat = format!("{}/*.jsonl", dir.path().display());
+        let got = expand(std::slice::from_ref(&pat)).unwrap();
+        assert!(got[0].ends_with("a.jsonl") && got[1].ends_with("b.jsonl"));
+        let err = expand(&["/nope/x.jsonl".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("/nope/x.jsonl"));
+        assert!(expand(&[format!("{}/*.csv", dir.path().display())]).is_err());
+    }
+}

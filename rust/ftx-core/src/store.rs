@@ -1,0 +1,245 @@
+//! The artifact on disk: flat `.npy` arrays per split that NumPy memory-maps, written into a
+//! temporary folder that is renamed into place only when complete.
+
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Bytes reserved for an `.npy` header, so the shape can be patched in once the length is known
+/// (a multiple of 64, as the format recommends for aligned memory maps).
+const NPY_HEADER_LEN: usize = 128;
+
+/// A 1-D `.npy` file written in one streaming pass.
+#[derive(Debug)]
+pub struct NpyWriter {
+    path: PathBuf,
+    out: BufWriter<fs_err::File>,
+    descr: &'static str,
+    itemsize: usize,
+    len: u64,
+}
+
+/// Element types the artifact uses.
+pub trait NpyElement: Copy {
+    const DESCR: &'static str;
+    fn write_all(values: &[Self], out: &mut impl Write) -> std::io::Result<()>;
+}
+
+macro_rules! npy_element {
+    ($t:ty, $descr:expr) => {
+        impl NpyElement for $t {
+            const DESCR: &'static str = $descr;
+            fn write_all(values: &[Self], out: &mut impl Write) -> std::io::Result<()> {
+                for v in values {
+                    out.write_all(&v.to_le_bytes())?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+npy_element!(u8, "|u1");
+npy_element!(u32, "<u4");
+npy_element!(u64, "<u8");
+
+fn npy_header(descr: &str, len: u64) -> Vec<u8> {
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({len},), }}");
+    let mut h = Vec::with_capacity(NPY_HEADER_LEN);
+    h.extend_from_slice(b"\x93NUMPY\x01\x00");
+    h.extend_from_slice(&((NPY_HEADER_LEN - 10) as u16).to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h.resize(NPY_HEADER_LEN - 1, b' ');
+    h.push(b'\n');
+    h
+}
+
+impl NpyWriter {
+    pub fn create<T: NpyElement>(path: PathBuf) -> Result<Self> {
+        let file = fs_err::File::create(&path)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&npy_header(T::DESCR, 0))
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(NpyWriter {
+            path,
+            out,
+            descr: T::DESCR,
+            itemsize: std::mem::size_of::<T>(),
+            len: 0,
+        })
+    }
+
+    pub fn push<T: NpyElement>(&mut self, values: &[T]) -> Result<()> {
+        debug_assert_eq!(T::DESCR, self.descr);
+        T::write_all(values, &mut self.out).map_err(|e| Error::io(&self.path, e))?;
+        self.len += values.len() as u64;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the final shape into the header and syncs the file to disk.
+    pub fn finish(self) -> Result<u64> {
+        let NpyWriter {
+            path,
+            out,
+            descr,
+            itemsize,
+            len,
+        } = self;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| Error::io(&path, e.into_error()))?;
+        let io = |e| Error::io(&path, e);
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&npy_header(descr, len)).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        debug_assert_eq!(
+            file.metadata().map(|m| m.len()).unwrap_or(0),
+            NPY_HEADER_LEN as u64 + len * itemsize as u64
+        );
+        Ok(len)
+    }
+}
+
+/// A folder that becomes visible at its final path only when [`StagingDir::publish`] succeeds;
+/// dropped unpublished (an error, Ctrl-C, a panic), it is deleted.
+#[derive(Debug)]
+pub struct StagingDir {
+    tmp: Option<tempfile::TempDir>,
+    target: PathBuf,
+}
+
+impl StagingDir {
+    pub fn new(target: &Path) -> Result<Self> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs_err::create_dir_all(&parent)?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        // A leading dot and a `.partial` suffix: no one mistakes it for an artifact.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
+        Ok(StagingDir {
+            tmp: Some(tmp),
+            target: target.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.as_ref().map(|t| t.path()).unwrap_or(&self.target)
+    }
+
+    /// Moves the finished folder to its final path, replacing an older artifact there.
+    pub fn publish(mut self) -> Result<()> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        let staged = tmp.keep();
+        sync_dir(&staged)?;
+        if self.target.exists() {
+            // Move the old artifact aside first: rename cannot replace a non-empty folder.
+            let old = staged.with_extension("old");
+            fs_err::rename(&self.target, &old)?;
+            fs_err::rename(&staged, &self.target)?;
+            fs_err::remove_dir_all(&old)?;
+        } else {
+            fs_err::rename(&staged, &self.target)?;
+        }
+        if let Some(parent) = self.target.parent() {
+            if !parent.as_os_str().is_empty() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // Directories can be fsynced on Unix; elsewhere this is best effort.
+    #[cfg(unix)]
+    fs_err::File::open(dir)?
+        .sync_all()
+        .map_err(|e| Error::io(dir, e))?;
+    Ok(())
+}
+
+/// Writes a small file completely and syncs it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs_err::File::create(path)?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_valid_and_aligned() {
+        let h = npy_header("<u4", 123_456_789_012);
+        assert_eq!(h.len(), NPY_HEADER_LEN);
+        assert!(std::str::from_utf8(&h[10..])
+            .unwrap()
+            .contains("'shape': (123456789012,)"));
+        assert_eq!(
+            u16::from_le_bytes([h[8], h[9]]) as usize + 10,
+            NPY_HEADER_LEN
+        );
+    }
+
+    #[test]
+    fn npy_writer_patches_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        let mut w = NpyWriter::create::<u32>(p.clone()).unwrap();
+        w.push(&[1u32, 2, 3]).unwrap();
+        w.push(&[4u32]).unwrap();
+        assert_eq!(w.finish().unwrap(), 4);
+        let bytes = fs_err::read(&p).unwrap();
+        assert!(std::str::from_utf8(&bytes[10..NPY_HEADER_LEN])
+            .unwrap()
+            .contains("(4,)"));
+        assert_eq!(
+            &bytes[NPY_HEADER_LEN..NPY_HEADER_LEN + 4],
+            &1u32.to_le_bytes()
+        );
+        assert_eq!(bytes.len(), NPY_HEADER_LEN + 16);
+    }
+
+    #[test]
+    fn staging_dir_is_invisible_until_published_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        {
+            let s = StagingDir::new(&target).unwrap();
+            write_synced(&s.path().join("a"), b"1").unwrap();
+            assert!(!target.exists());
+        }
+        assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 0);
+        let s = StagingDir::new(&target).unwrap();
+        write_synced(&s.path().join("a"), b"1").unwrap();
+        s.publish().unwrap();
+        assert_eq!(fs_err::read(target.join("a")).unwrap(), b"1");
+        // Publishing again replaces the old artifact.
+        let s = StagingDir::new(&target).unwrap();
+        write_synced(&s.path().join("b"), b"2").unwrap();
+        s.publish().unwrap();
+        assert!(!target.join("a").exists() && target.join("b").exists());
+        assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
