@@ -1,9 +1,12 @@
 """ftx: chat and instruction data to training-ready token arrays, and LoRA fine-tuning on MLX.
 
-Importing ftx never imports MLX: data preparation works where MLX does not.
+Importing ftx never imports MLX (data preparation works where MLX does not), and the heavier
+parts of the API are imported on first use so that the ``ftx`` command starts fast.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ftx._core import __version__
 from ftx.errors import (
@@ -17,6 +20,26 @@ from ftx.errors import (
     TokenizerError,
 )
 
+if TYPE_CHECKING:
+    from ftx.data import PreparedDataset, load_dataset
+    from ftx.preparation import PrepareReport, prepare
+
+_LAZY = {
+    "prepare": "ftx.preparation",
+    "PrepareReport": "ftx.preparation",
+    "load_dataset": "ftx.data",
+    "PreparedDataset": "ftx.data",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ftx' has no attribute {name!r}")
+
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -24,7 +47,11 @@ __all__ = [
     "FtxFileNotFoundError",
     "FtxIOError",
     "FtxPermissionError",
+    "PrepareReport",
+    "PreparedDataset",
     "TemplateError",
     "TokenizerError",
     "__version__",
+    "load_dataset",
+    "prepare",
 ]

@@ -4,16 +4,27 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod prepare;
 
-/// Raises a Rust panic inside the engine, to prove that it reaches Python as `ftx.FtxError`.
+/// Raises a Rust panic inside the engine, to prove that it reaches Python as ``ftx.FtxError``.
 #[pyfunction]
 fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
     errors::run(py, move || -> ftx_core::Result<()> { panic!("{message}") })
+}
+
+/// The number of worker threads ``prepare`` uses: ``FTX_NUM_THREADS``, else all cores.
+#[pyfunction]
+fn num_threads() -> usize {
+    ftx_core::options::num_threads(None)
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", ftx_core::version())?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare::expand_inputs, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare::prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare::builtin_templates, m)?)?;
     Ok(())
 }

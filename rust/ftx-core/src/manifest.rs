@@ -1,0 +1,176 @@
+//! `manifest.json`: what an artifact holds, what made it, and a provenance hash over all of it
+//! that decides whether a later run may reuse it.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::encode::ModelFiles;
+use crate::error::{Error, Result};
+use crate::options::PrepareOptions;
+use crate::store::write_synced;
+use crate::template::ChatTemplate;
+
+/// Bumped whenever the artifact layout changes incompatibly.
+pub const ARTIFACT_VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+
+/// The inputs to an artifact, and their hash.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    pub hash: String,
+    pub body: Value,
+}
+
+pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    let mut f = fs_err::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, hex(&h.finalize())))
+}
+
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every option that changes the output, in a fixed order.
+fn options_record(opts: &PrepareOptions) -> Value {
+    json!({
+        "format": opts.format.map(|f| f.as_str()),
+        "columns": opts.columns,
+        "text_unit": opts.text_unit,
+        "dedup": opts.dedup,
+        "valid": opts.valid,
+        "test": opts.test,
+        "seed": opts.seed,
+        "max_length": opts.max_length,
+        "length_policy": opts.length_policy,
+        "train_on": opts.train_on.as_str(),
+        "max_reject_ratio": opts.max_reject_ratio,
+    })
+}
+
+pub fn provenance(
+    opts: &PrepareOptions,
+    files: &ModelFiles,
+    tokenizer_path: &Path,
+    template: Option<&ChatTemplate>,
+) -> Result<Provenance> {
+    let mut inputs = Vec::new();
+    for input in &opts.inputs {
+        let (size, sha) = sha256_file(&input.origin)?;
+        inputs.push(json!({
+            "path": input.origin.display().to_string(),
+            "size": size,
+            "sha256": sha,
+        }));
+    }
+    let body = json!({
+        "ftx_version": crate::version(),
+        "artifact_version": ARTIFACT_VERSION,
+        "inputs": inputs,
+        "tokenizer": {
+            "path": tokenizer_path.display().to_string(),
+            "sha256": files.tokenizer_sha256,
+        },
+        "template": template.map(|t| json!({
+            "sha256": sha256_bytes(t.source().as_bytes()),
+        })),
+        "options": options_record(opts),
+    });
+    let hash = sha256_bytes(&serde_json::to_vec(&body).unwrap_or_default());
+    Ok(Provenance { hash, body })
+}
+
+/// The manifest of a complete artifact at `out_dir` whose provenance equals `hash`, if any.
+pub fn cached(out_dir: &Path, hash: &str) -> Result<Option<Value>> {
+    let path = out_dir.join(MANIFEST);
+    let Ok(text) = fs_err::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(manifest) = serde_json::from_str::<Value>(&text) else {
+        return Ok(None);
+    };
+    if manifest["provenance"] != hash {
+        return Ok(None);
+    }
+    // Every array the manifest names must still be there with the size it had.
+    let splits = manifest["splits"].as_object().cloned().unwrap_or_default();
+    for split in splits.values() {
+        for name in ["tokens", "mask", "offsets"] {
+            let Some(file) = split["files"][name].as_str() else {
+                return Ok(None);
+            };
+            if !out_dir.join(file).is_file() {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(manifest))
+}
+
+pub fn build(p: &Provenance, results: Value) -> Value {
+    let mut m = json!({
+        "format": "ftx-prepared",
+        "provenance": p.hash,
+    });
+    for (k, v) in p.body.as_object().into_iter().flatten() {
+        m[k] = v.clone();
+    }
+    for (k, v) in results.as_object().into_iter().flatten() {
+        m[k] = v.clone();
+    }
+    m
+}
+
+pub fn write(dir: &Path, manifest: &Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(manifest).unwrap_or_default();
+    text.push('\n');
+    write_synced(&dir.join(MANIFEST), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_known_value() {
+        assert_eq!(
+            sha256_bytes(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs_err::write(&p, b"abc").unwrap();
+        assert_eq!(sha256_file(&p).unwrap(), (3, sha256_bytes(b"abc")));
+    }
+
+    #[test]
+    fn cache_needs_same_hash_and_all_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = json!({"provenance": "h1", "splits": {"train": {"files": {
+            "tokens": "t.npy", "mask": "m.npy", "offsets": "o.npy"}}}});
+        write(dir.path(), &m).unwrap();
+        assert!(cached(dir.path(), "h1").unwrap().is_none(), "files missing");
+        for f in ["t.npy", "m.npy", "o.npy"] {
+            fs_err::write(dir.path().join(f), b"x").unwrap();
+        }
+        assert!(cached(dir.path(), "h1").unwrap().is_some());
+        assert!(cached(dir.path(), "h2").unwrap().is_none());
+    }
+}

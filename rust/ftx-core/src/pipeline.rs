@@ -1,0 +1,630 @@
+//! `prepare` end to end: read → parse → normalize/validate → dedup → split → render → tokenize +
+//! mask → store. Records move in bounded chunks, are processed in parallel and merged in input
+//! order, so memory stays flat and the output is byte-identical for any number of threads.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use crate::conversation::Record;
+use crate::dedup::{fingerprint, Dedup};
+use crate::encode::{Encoded, Encoder};
+use crate::error::{Error, Result};
+use crate::formats::{normalize, Format, FormatOptions};
+use crate::manifest::{self, Provenance};
+use crate::options::{num_threads, LengthPolicy, PrepareOptions};
+use crate::reader::{read_input, RawKind, RawRecord};
+use crate::reject::{Reject, RejectCode};
+use crate::split::{unit, Split, SplitSize, Splitter};
+use crate::stats::SplitStats;
+use crate::store::{NpyWriter, StagingDir};
+use crate::template::ChatTemplate;
+
+/// Records per chunk handed to a worker: large enough to amortize scheduling, small enough that
+/// a few chunks in flight per thread keep memory flat.
+const CHUNK_RECORDS: usize = 256;
+/// Rejected records larger than this are stored as an excerpt.
+const MAX_REJECT_RECORD: usize = 64 * 1024;
+/// Once this many chat records were seen, a template failing on most of them stops the run.
+const TEMPLATE_CHECK_AFTER: u64 = 256;
+
+/// Live counters for a progress display.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub records: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub tokens: u64,
+    pub elapsed_s: f64,
+}
+
+/// What one worker made of one record.
+struct Processed {
+    source: u32,
+    line: u64,
+    offset: u64,
+    is_chat: bool,
+    outcome: std::result::Result<Accepted, Rejected>,
+}
+
+struct Accepted {
+    fp: u128,
+    split: Split,
+    encoded: Encoded,
+    truncated: bool,
+}
+
+struct Rejected {
+    reject: Reject,
+    bytes: Vec<u8>,
+}
+
+/// Everything a worker needs, shared read-only across threads.
+struct Engine {
+    encoder: Encoder,
+    template: Option<ChatTemplate>,
+    template_label: String,
+    format_opts: FormatOptions,
+    seed: u64,
+    splitter: Splitter,
+    opts: PrepareOptions,
+}
+
+/// Runs `prepare`. Returns the report as JSON (the manifest plus timing), so every front end
+/// prints the same numbers.
+pub fn prepare(
+    opts: PrepareOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+    cancel: &AtomicBool,
+) -> Result<Value> {
+    let started = Instant::now();
+    let threads = num_threads(opts.threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("ftx-worker-{i}"))
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
+
+    let (encoder, files, tokenizer_path) = crate::model::load(&opts)?;
+    let (template, template_label) = crate::model::template(&opts, &files)?;
+    let provenance = manifest::provenance(&opts, &files, &tokenizer_path, template.as_ref())?;
+
+    if !opts.force {
+        if let Some(mut cached) = manifest::cached(&opts.out_dir, &provenance.hash)? {
+            cached["run"] = json!({
+                "cached": true,
+                "seconds": started.elapsed().as_secs_f64(),
+                "threads": threads,
+                "out_dir": opts.out_dir.display().to_string(),
+            });
+            return Ok(cached);
+        }
+    }
+
+    let format_opts = FormatOptions {
+        forced: opts.format,
+        columns: match &opts.columns {
+            Some(spec) => crate::formats::Columns::parse(spec)
+                .map_err(|e| Error::Config(format!("--columns: {e}")))?,
+            None => Default::default(),
+        },
+    };
+    let mut engine = Engine {
+        encoder,
+        template,
+        template_label,
+        format_opts,
+        seed: opts.seed,
+        splitter: Splitter {
+            valid: 0.0,
+            test: 0.0,
+        },
+        opts,
+    };
+    engine.splitter = pool.install(|| splitter(&engine, cancel))?;
+
+    let staging = StagingDir::new(&engine.opts.out_dir)?;
+    let mut sink = Sink::create(staging.path(), engine.opts.dedup)?;
+    let mut prog = Progress::default();
+    let mut chat_seen = 0u64;
+    let mut chat_failed = 0u64;
+
+    for_each_batch(&engine, threads, cancel, &pool, |batch| {
+        for p in batch {
+            prog.records += 1;
+            if p.is_chat {
+                chat_seen += 1;
+                if let Err(r) = &p.outcome {
+                    if matches!(
+                        r.reject.code,
+                        RejectCode::TemplateError | RejectCode::MaskNotFound
+                    ) {
+                        chat_failed += 1;
+                    }
+                }
+            }
+            sink.take(&engine, p)?;
+        }
+        prog.accepted = sink.accepted();
+        prog.rejected = sink.rejected_total();
+        prog.duplicates = sink.dedup.duplicates();
+        prog.tokens = sink.tokens();
+        prog.elapsed_s = started.elapsed().as_secs_f64();
+        progress(&prog);
+        if chat_seen >= TEMPLATE_CHECK_AFTER && chat_failed * 2 > chat_seen {
+            return Err(Error::Template(format!(
+                "chat template {} failed on {chat_failed} of the first {chat_seen} conversations \
+                 (template error or assistant content not found in the render); see {} for \
+                 examples, or pass --chat-template",
+                engine.template_label,
+                sink.rejects_path.display()
+            )));
+        }
+        Ok(())
+    })
+    .inspect_err(|_| sink.salvage_rejects(&engine.opts.out_dir))?;
+
+    let total = prog.records;
+    let rejected = sink.rejected_total();
+    if let Some(max) = engine.opts.max_reject_ratio {
+        if total > 0 && rejected as f64 / total as f64 > max {
+            let kept = sink.salvage_rejects(&engine.opts.out_dir);
+            return Err(Error::Data(format!(
+                "{rejected} of {total} records rejected ({:.1}%), above --max-reject-ratio {max}; \
+                 nothing was written. Reasons: {}. Rejected records: {}",
+                100.0 * rejected as f64 / total as f64,
+                sink.reject_summary(),
+                kept.map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(could not be kept)".into()),
+            )));
+        }
+    }
+    if sink.accepted() == 0 {
+        let kept = sink.salvage_rejects(&engine.opts.out_dir);
+        return Err(Error::Data(format!(
+            "no usable record in {total} read ({}); rejected records: {}",
+            sink.reject_summary(),
+            kept.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(none)".into()),
+        )));
+    }
+
+    let body = sink.finish(&engine, total)?;
+    let mut manifest = manifest::build(&provenance, body);
+    manifest::write(staging.path(), &manifest)?;
+    staging.publish()?;
+    let secs = started.elapsed().as_secs_f64();
+    manifest["run"] = json!({
+        "cached": false,
+        "seconds": secs,
+        "threads": threads,
+        "records_per_s": total as f64 / secs.max(1e-9),
+        "tokens_per_s": prog.tokens as f64 / secs.max(1e-9),
+        "out_dir": engine.opts.out_dir.display().to_string(),
+    });
+    Ok(manifest)
+}
+
+/// Reads all inputs on one thread and processes them on the pool in batches of chunks, calling
+/// `merge` with each batch's results in input order.
+fn for_each_batch(
+    engine: &Engine,
+    threads: usize,
+    cancel: &AtomicBool,
+    pool: &rayon::ThreadPool,
+    mut merge: impl FnMut(Vec<Processed>) -> Result<()>,
+) -> Result<()> {
+    let batch_chunks = threads * 2;
+    let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<RawRecord>>>(batch_chunks * 2);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
+            for (i, input) in engine.opts.inputs.iter().enumerate() {
+                let mut alive = true;
+                let r = read_input(input, i as u32, engine.opts.text_unit, &mut |raw| {
+                    chunk.push(raw);
+                    if chunk.len() == CHUNK_RECORDS {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
+                        alive = tx.send(Ok(full)).is_ok();
+                    }
+                    alive
+                });
+                if let Err(e) = r {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                if !alive {
+                    return;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(chunk));
+            }
+        });
+        let result = (|| {
+            let mut done = false;
+            while !done {
+                let mut chunks = Vec::with_capacity(batch_chunks);
+                while chunks.len() < batch_chunks {
+                    match rx.recv() {
+                        Ok(c) => chunks.push(c?),
+                        Err(_) => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                let results: Vec<Vec<Processed>> = pool.install(|| {
+                    chunks
+                        .par_iter()
+                        .map(|c| c.iter().map(|r| process(engine, r)).collect())
+                        .collect()
+                });
+                merge(results.into_iter().flatten().collect())?;
+            }
+            Ok(())
+        })();
+        // Unblock the reader if we stopped early, then wait for it.
+        drop(rx);
+        let _ = reader.join();
+        result
+    })
+}
+
+fn located(raw: &RawRecord, is_chat: bool, outcome: std::result::Result<Accepted, Reject>) -> Processed {
+    Processed {
+        source: raw.source,
+        line: raw.line,
+        offset: raw.offset,
+        is_chat,
+        outcome: outcome.map_err(|reject| Rejected {
+            reject,
+            bytes: raw.bytes.clone(),
+        }),
+    }
+}
+
+/// Parses and normalizes one raw record (shared by the split pre-pass and the main pass).
+fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<Record, Reject> {
+    let text = std::str::from_utf8(&raw.bytes).map_err(|e| {
+        Reject::new(
+            RejectCode::InvalidUtf8,
+            format!("invalid UTF-8 at byte {} of the record", e.valid_up_to()),
+        )
+    })?;
+    if raw.kind == RawKind::Text {
+        return Ok(Record::Text {
+            text: text.to_string(),
+        });
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        let unterminated = matches!(
+            raw.kind,
+            RawKind::JsonLine { unterminated: true } | RawKind::JsonElement { unterminated: true }
+        );
+        if unterminated && e.is_eof() {
+            Reject::new(
+                RejectCode::TruncatedLine,
+                format!("the file ends in the middle of this record ({e}): was it cut off?"),
+            )
+        } else {
+            Reject::new(RejectCode::BadJson, format!("not valid JSON: {e}"))
+        }
+    })?;
+    normalize(value, &engine.format_opts).map(|(_, rec): (Format, Record)| rec)
+}
+
+fn process(engine: &Engine, raw: &RawRecord) -> Processed {
+    let record = match parse(engine, raw) {
+        Ok(r) => r,
+        Err(rej) => return located(raw, false, Err(rej)),
+    };
+    let is_chat = matches!(record, Record::Chat { .. });
+    let canonical = record.canonical_bytes();
+    let fp = fingerprint(&canonical);
+    let split = engine.splitter.assign(unit(&canonical, engine.seed));
+    let encoded = match &record {
+        Record::Text { text } => engine.encoder.encode_text(text),
+        Record::Chat { messages, tools } => match &engine.template {
+            None => Err(Reject::new(
+                RejectCode::TemplateError,
+                "this is a conversation but the model has no chat template; pass --chat-template",
+            )),
+            Some(t) => t
+                .render(messages, tools, false)
+                .and_then(|r| engine.encoder.encode_chat(&r, messages, engine.opts.train_on)),
+        },
+    };
+    let outcome = encoded.and_then(|enc| apply_length_policy(engine, enc)).map(
+        |(encoded, truncated)| Accepted {
+            fp,
+            split,
+            encoded,
+            truncated,
+        },
+    );
+    located(raw, is_chat, outcome)
+}
+
+fn apply_length_policy(
+    engine: &Engine,
+    mut enc: Encoded,
+) -> std::result::Result<(Encoded, bool), Reject> {
+    let Some(max) = engine.opts.max_length else {
+        return Ok((enc, false));
+    };
+    let n = enc.ids.len();
+    if n <= max {
+        return Ok((enc, false));
+    }
+    match engine.opts.length_policy {
+        // `error` is raised by the merge step, which knows the record's location.
+        LengthPolicy::Drop | LengthPolicy::Error => Err(Reject::new(
+            RejectCode::TooLong,
+            format!("{n} tokens, longer than max_length {max}"),
+        )),
+        LengthPolicy::Truncate => {
+            enc.ids.truncate(max);
+            enc.mask.truncate(max);
+            if enc.mask.iter().all(|&m| m == 0) {
+                Err(Reject::new(
+                    RejectCode::TooLong,
+                    format!(
+                        "{n} tokens; cut to max_length {max}, no trained token would be left"
+                    ),
+                ))
+            } else {
+                Ok((enc, true))
+            }
+        }
+    }
+}
+
+/// Decides the split thresholds. Ratios need nothing; counts need the units of every distinct
+/// usable record first, from a quick parse-only pass.
+fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
+    let (valid, test) = (engine.opts.valid, engine.opts.test);
+    if let (SplitSize::Ratio(v), SplitSize::Ratio(t)) = (valid, test) {
+        if v + t >= 1.0 {
+            return Err(Error::Config(format!(
+                "--valid {v} and --test {t} leave nothing to train on"
+            )));
+        }
+        return Ok(Splitter { valid: v, test: t });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut units = Vec::new();
+    for (i, input) in engine.opts.inputs.iter().enumerate() {
+        let mut chunk = Vec::new();
+        let mut flush = |chunk: &mut Vec<RawRecord>| {
+            let found: Vec<Option<(u128, f64)>> = chunk
+                .par_iter()
+                .map(|raw| {
+                    parse(engine, raw).ok().map(|rec| {
+                        let c = rec.canonical_bytes();
+                        (fingerprint(&c), unit(&c, engine.seed))
+                    })
+                })
+                .collect();
+            chunk.clear();
+            for (fp, u) in found.into_iter().flatten() {
+                if !engine.opts.dedup || seen.insert(fp) {
+                    units.push(u);
+                }
+            }
+        };
+        read_input(input, i as u32, engine.opts.text_unit, &mut |raw| {
+            chunk.push(raw);
+            if chunk.len() >= CHUNK_RECORDS * 8 {
+                flush(&mut chunk);
+            }
+            !cancel.load(Ordering::Relaxed)
+        })?;
+        flush(&mut chunk);
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Cancelled);
+    }
+    units.sort_by(f64::total_cmp);
+    Ok(Splitter::from_counts(valid, test, &units))
+}
+
+/// The writing end: one set of arrays per split, the rejects file, and the counters.
+struct Sink {
+    writers: BTreeMap<Split, SplitWriter>,
+    rejects: BufWriter<fs_err::File>,
+    rejects_path: PathBuf,
+    reject_counts: BTreeMap<&'static str, u64>,
+    dedup: Dedup,
+    dedup_on: bool,
+}
+
+struct SplitWriter {
+    tokens: NpyWriter,
+    mask: NpyWriter,
+    offsets: NpyWriter,
+    stats: SplitStats,
+}
+
+impl Sink {
+    fn create(dir: &Path, dedup_on: bool) -> Result<Self> {
+        let mut writers = BTreeMap::new();
+        for split in Split::ALL {
+            let name = split.as_str();
+            let mut offsets = NpyWriter::create::<u64>(dir.join(format!("{name}.offsets.npy")))?;
+            offsets.push(&[0u64])?;
+            writers.insert(
+                split,
+                SplitWriter {
+                    tokens: NpyWriter::create::<u32>(dir.join(format!("{name}.tokens.npy")))?,
+                    mask: NpyWriter::create::<u8>(dir.join(format!("{name}.mask.npy")))?,
+                    offsets,
+                    stats: SplitStats::default(),
+                },
+            );
+        }
+        let rejects_path = dir.join("rejects.jsonl");
+        let rejects = BufWriter::new(fs_err::File::create(&rejects_path)?);
+        Ok(Sink {
+            writers,
+            rejects,
+            rejects_path,
+            reject_counts: BTreeMap::new(),
+            dedup: Dedup::default(),
+            dedup_on,
+        })
+    }
+
+    fn take(&mut self, engine: &Engine, p: Processed) -> Result<()> {
+        let file = &engine.opts.inputs[p.source as usize].origin;
+        match p.outcome {
+            Err(Rejected { reject, bytes }) => {
+                if reject.code == RejectCode::TooLong
+                    && engine.opts.length_policy == LengthPolicy::Error
+                {
+                    return Err(Error::Data(format!(
+                        "{}:{}: {} (--length-policy error)",
+                        file.display(),
+                        p.line,
+                        reject.message
+                    )));
+                }
+                *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
+                let mut entry = json!({
+                    "file": file.display().to_string(),
+                    "line": p.line,
+                    "offset": p.offset,
+                    "code": reject.code.as_str(),
+                    "message": reject.message,
+                });
+                entry["record"] = record_excerpt(&bytes, &mut entry);
+                serde_json::to_writer(&mut self.rejects, &entry)
+                    .map_err(|e| Error::io(&self.rejects_path, e.into()))?;
+                self.rejects
+                    .write_all(b"\n")
+                    .map_err(|e| Error::io(&self.rejects_path, e))?;
+            }
+            Ok(a) => {
+                if self.dedup_on && !self.dedup.first(a.fp) {
+                    return Ok(());
+                }
+                let w = self.writers.get_mut(&a.split).ok_or_else(|| {
+                    Error::Internal(format!("no writer for split {}", a.split.as_str()))
+                })?;
+                let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
+                w.tokens.push(&a.encoded.ids)?;
+                w.mask.push(&a.encoded.mask)?;
+                w.offsets.push(&[w.tokens.len()])?;
+                w.stats.add(a.encoded.ids.len(), trained, a.truncated);
+            }
+        }
+        Ok(())
+    }
+
+    fn accepted(&self) -> u64 {
+        self.writers.values().map(|w| w.stats.records).sum()
+    }
+
+    fn tokens(&self) -> u64 {
+        self.writers.values().map(|w| w.stats.tokens).sum()
+    }
+
+    fn rejected_total(&self) -> u64 {
+        self.reject_counts.values().sum()
+    }
+
+    fn reject_summary(&self) -> String {
+        if self.reject_counts.is_empty() {
+            return "no rejects".into();
+        }
+        self.reject_counts
+            .iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// When the run fails, keeps the rejects next to where the artifact would have been, so the
+    /// reasons are not lost with the staging folder.
+    fn salvage_rejects(&mut self, out_dir: &Path) -> Option<PathBuf> {
+        self.rejects.flush().ok()?;
+        if self.rejected_total() == 0 {
+            return None;
+        }
+        let dest = PathBuf::from(format!("{}.rejects.jsonl", out_dir.display()));
+        fs_err::copy(&self.rejects_path, &dest).ok()?;
+        Some(dest)
+    }
+
+    fn finish(self, engine: &Engine, records_read: u64) -> Result<Value> {
+        let Sink {
+            writers,
+            rejects,
+            rejects_path,
+            reject_counts,
+            dedup,
+            ..
+        } = self;
+        let file = rejects
+            .into_inner()
+            .map_err(|e| Error::io(&rejects_path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
+        let mut splits = serde_json::Map::new();
+        for (split, w) in writers {
+            let name = split.as_str();
+            w.tokens.finish()?;
+            w.mask.finish()?;
+            w.offsets.finish()?;
+            splits.insert(
+                name.to_string(),
+                json!({
+                    "records": w.stats.records,
+                    "tokens": w.stats.tokens,
+                    "trained_tokens": w.stats.trained_tokens,
+                    "truncated": w.stats.truncated,
+                    "lengths": w.stats.lengths(),
+                    "files": {
+                        "tokens": format!("{name}.tokens.npy"),
+                        "mask": format!("{name}.mask.npy"),
+                        "offsets": format!("{name}.offsets.npy"),
+                    },
+                }),
+            );
+        }
+        Ok(json!({
+            "records_read": records_read,
+            "duplicates": dedup.duplicates(),
+            "rejected": reject_counts.values().sum::<u64>(),
+            "rejects": reject_counts,
+            "rejects_file": "rejects.jsonl",
+            "template": engine.template_label,
+            "splits": splits,
+        }))
+    }
+}
+
+/// The record as JSON when it parses and is small; otherwise a bounded string excerpt.
+fn record_excerpt(bytes: &[u8], entry: &mut Value) -> Value {
+    if bytes.len() <= MAX_REJECT_RECORD {
+        if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+            return v;
+        }
+        return Value::String(String::from_utf8_lossy(bytes).into_owned());
+    }
+    entry["record_truncated"] = json!(true);
+    entry["record_bytes"] = json!(bytes.len());
+    let mut cut = 4096;
+    while cut > 0 && (bytes[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    Value::String(String::from_utf8_lossy(&bytes[..cut]).into_owned())
+}

@@ -1,0 +1,89 @@
+"""The package as a user installs it: import, CLI start-up, errors across the FFI boundary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ftx
+from ftx import _core
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_tests_run_against_the_installed_wheel_not_the_source_tree() -> None:
+    assert ROOT / "python" not in Path(ftx.__file__).resolve().parents
+    assert Path(_core.__file__).suffix in {".so", ".pyd"}
+
+
+def _imported_modules(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import ftx",
+        "from ftx.cli import main; main(['--help'])",
+        "from ftx.cli import main; main(['prepare', '--help'])",
+    ],
+)
+def test_mlx_is_never_imported_for_import_help_or_prepare(code: str) -> None:
+    mods = _imported_modules(f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass")
+    assert "ftx" in mods
+    assert not {m for m in mods if m == "mlx" or m.startswith(("mlx.", "mlx_lm"))}
+
+
+def test_help_loads_only_what_it_needs() -> None:
+    # `ftx --help` must start fast: it lists verbs without importing them or any heavy library.
+    # (Its wall time is measured in benches/test_startup.py.)
+    mods = _imported_modules("from ftx.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass")
+    heavy = {"numpy", "rich", "polars", "mlx", "ftx.cli.prepare", "ftx.preparation"}
+    assert not heavy & mods, heavy & mods
+    out = subprocess.run(
+        [sys.executable, "-m", "ftx.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "prepare" in out.stdout
+
+
+def test_panic_in_rust_becomes_ftx_error_not_an_abort() -> None:
+    with pytest.raises(ftx.FtxError, match="internal error.*boom"):
+        _core._debug_panic("boom")
+    # The interpreter is still alive and the engine still works after the panic.
+    assert _core.num_threads() >= 1
+
+
+def test_exception_tree() -> None:
+    assert issubclass(ftx.FtxFileNotFoundError, FileNotFoundError)
+    assert issubclass(ftx.FtxFileNotFoundError, ftx.FtxIOError)
+    assert issubclass(ftx.FtxIOError, OSError)
+    assert issubclass(ftx.FtxPermissionError, PermissionError)
+    for cls in (ftx.DataError, ftx.TemplateError, ftx.ConfigError, ftx.TokenizerError):
+        assert issubclass(cls, ftx.FtxError)
+
+
+def test_missing_input_raises_file_not_found_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(FileNotFoundError, match="nope.jsonl") as info:
+        _core.expand_inputs([str(missing)])
+    assert isinstance(info.value, ftx.FtxFileNotFoundError)
+
+
+def test_ftx_num_threads_sets_the_pool_size() -> None:
+    code = "from ftx import _core; print(_core.num_threads())"
+    env = {**os.environ, "FTX_NUM_THREADS": "3"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "3"
+    env["FTX_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "1"
