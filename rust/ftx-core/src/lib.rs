@@ -6,6 +6,7 @@
 
 pub mod conversation;
 pub mod error;
+pub mod formats;
 pub mod reject;
 
 pub use error::{Error, Result};
