@@ -6,11 +6,19 @@
 
 pub mod conversation;
 pub mod dedup;
+pub mod encode;
 pub mod error;
+pub mod formats;
+pub mod manifest;
+pub mod model;
+pub mod options;
+pub mod pipeline;
 pub mod reader;
 pub mod reject;
 pub mod split;
+pub mod stats;
 pub mod store;
+pub mod template;
 
 pub use error::{Error, Result};
 
