@@ -5,8 +5,10 @@
 //! [`pipeline`] wires them together on a bounded, ordered, multi-core path.
 
 pub mod conversation;
+pub mod encode;
 pub mod error;
 pub mod reject;
+pub mod template;
 
 pub use error::{Error, Result};
 
