@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from _corpus import build_corpus, build_corpus_4x
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _corpus import CACHE, model_dir
 
 RESULTS: dict[str, dict[str, dict[str, float]]] = {}
@@ -45,15 +44,31 @@ def run_ftx(corpus: Path, model: Path, out: Path) -> dict[str, float]:
         "print(json.dumps({'tokens': sum(s['tokens'] for s in r['splits'].values()),"
         " 'rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n"
     )
-    ftx = [sys.executable, "-m", "ftx.cli", "prepare", str(corpus), "--model", str(model),
-           "--out", str(out), "--force", "--json", "--no-dedup"]
+    ftx = [
+        sys.executable,
+        "-m",
+        "ftx.cli",
+        "prepare",
+        str(corpus),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--force",
+        "--json",
+        "--no-dedup",
+    ]
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code, *ftx], capture_output=True, text=True)
     secs = time.perf_counter() - t
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    return {"tokens": r["tokens"], "seconds": secs, "tok_per_s": r["tokens"] / secs,
-            "rss_mb": r["rss_mb"]}
+    return {
+        "tokens": r["tokens"],
+        "seconds": secs,
+        "tok_per_s": r["tokens"] / secs,
+        "rss_mb": r["rss_mb"],
+    }
 
 
 def run_limit(records: list[dict[str, Any]], model: Path) -> dict[str, float]:
@@ -64,7 +79,9 @@ def run_limit(records: list[dict[str, Any]], model: Path) -> dict[str, float]:
     hf = PreTrainedTokenizerFast.from_pretrained(str(model))
     texts = [hf.apply_chat_template(r["messages"], tokenize=False) for r in records]
     tok = Tokenizer.from_file(str(model / "tokenizer.json"))
-    return _timed(lambda: sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)))
+    return _timed(
+        lambda: sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
+    )
 
 
 def run_datasets(corpus: Path, model: Path) -> dict[str, float]:
@@ -116,7 +133,9 @@ def test_prepare_against_peers(benchmark: Any, corpus: Path, name: str) -> None:
     benchmark.extra_info.update(res)
     benchmark.pedantic(lambda: None, rounds=1)
     f = res["ftx"]["tok_per_s"]
-    print(f"\n[{name}] tokens/s: " + ", ".join(f"{k} {v['tok_per_s']:,.0f}" for k, v in res.items()))
+    print(
+        f"\n[{name}] tokens/s: " + ", ".join(f"{k} {v['tok_per_s']:,.0f}" for k, v in res.items())
+    )
     print(
         f"[{name}] ftx / limit {f / res['limit']['tok_per_s']:.2f}x (target >= 0.9), "
         f"ftx / datasets {f / res['datasets']['tok_per_s']:.2f}x (target >= 2), "
@@ -131,5 +150,7 @@ def test_peak_rss_does_not_grow_with_input(benchmark: Any, corpus: Path, corpus_
     ratio = four["rss_mb"] / one["rss_mb"]
     benchmark.extra_info.update({"rss_1x_mb": one["rss_mb"], "rss_4x_mb": four["rss_mb"]})
     benchmark.pedantic(lambda: None, rounds=1)
-    print(f"\npeak RSS 1x {one['rss_mb']:.0f} MB, 4x {four['rss_mb']:.0f} MB: {ratio:.2f}x "
-          "(target <= 1.10)")
+    print(
+        f"\npeak RSS 1x {one['rss_mb']:.0f} MB, 4x {four['rss_mb']:.0f} MB: {ratio:.2f}x "
+        "(target <= 1.10)"
+    )

@@ -54,6 +54,25 @@ pub enum TrainOn {
     All,
 }
 
+impl TrainOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainOn::Assistant => "assistant",
+            TrainOn::Last => "last",
+            TrainOn::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "assistant" => Some(TrainOn::Assistant),
+            "last" => Some(TrainOn::Last),
+            "all" => Some(TrainOn::All),
+            _ => None,
+        }
+    }
+}
+
 /// Token ids and their loss mask (1 = trained), of equal length.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Encoded {
