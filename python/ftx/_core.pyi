@@ -3,6 +3,15 @@
 from collections.abc import Callable, Sequence
 from os import PathLike
 
+__all__ = [
+    "__version__",
+    "_debug_panic",
+    "builtin_templates",
+    "expand_inputs",
+    "num_threads",
+    "prepare",
+]
+
 __version__: str
 
 def _debug_panic(message: str) -> None:

@@ -68,7 +68,7 @@ def prepare_table(r: PrepareReport) -> Group:
         )
         + f"\ntemplate: {r.template}"
         + f"\nread {r.records_read:,} records: {r.accepted:,} kept, {r.rejected:,} rejected, "
-        f"{r.duplicates:,} duplicates dropped"
+        f"{r.duplicates:,} duplicate{'' if r.duplicates == 1 else 's'} dropped"
     )
     splits = Table(title=None, show_edge=False)
     for col in ("split", "records", "tokens", "trained", "mean len", "p95 len", "max len"):
