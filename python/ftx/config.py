@@ -199,6 +199,22 @@ def _extends_path(name: str, base: Path | None) -> Path:
     )
 
 
+# Keys that say the same thing two ways: a layer that sets one drops the other from below it.
+ALTERNATIVES = (("epochs", "iters"),)
+
+
+def _over(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
+    """``upper`` laid over ``lower``."""
+    merged = {**lower, **upper}
+    for pair in ALTERNATIVES:
+        for key in pair:
+            if key in upper:
+                for other in pair:
+                    if other not in upper:
+                        merged.pop(other, None)
+    return merged
+
+
 def _resolve(data: dict[str, Any], base: Path | None, seen: tuple[Path, ...]) -> dict[str, Any]:
     """``data`` layered over the chain of files it ``extends``."""
     parent = data.pop("extends", None)
@@ -207,7 +223,7 @@ def _resolve(data: dict[str, Any], base: Path | None, seen: tuple[Path, ...]) ->
     path = _extends_path(str(parent), base).resolve()
     if path in seen:
         raise ConfigError(f"{path}: `extends` forms a cycle")
-    return {**_resolve(read_yaml(path), path.parent, (*seen, path)), **data}
+    return _over(_resolve(read_yaml(path), path.parent, (*seen, path)), data)
 
 
 def load_config(
@@ -227,7 +243,7 @@ def load_config(
         data, source, base = read_yaml(path), str(path), path.resolve().parent
     if "extends" in flags:
         data["extends"], base = flags.pop("extends"), None
-    return validate(_resolve(data, base, ()) | flags, source)
+    return validate(_over(_resolve(data, base, ()), flags), source)
 
 
 def dump(config: TrainConfig) -> str:
