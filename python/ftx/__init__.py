@@ -23,12 +23,15 @@ from ftx.errors import (
 if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
     from ftx.preparation import PrepareReport, prepare
+    from ftx.training import TrainReport, train
 
 _LAZY = {
     "prepare": "ftx.preparation",
     "PrepareReport": "ftx.preparation",
     "load_dataset": "ftx.data",
     "PreparedDataset": "ftx.data",
+    "train": "ftx.training",
+    "TrainReport": "ftx.training",
 }
 
 
@@ -51,7 +54,9 @@ __all__ = [
     "PreparedDataset",
     "TemplateError",
     "TokenizerError",
+    "TrainReport",
     "__version__",
     "load_dataset",
     "prepare",
+    "train",
 ]

@@ -13,6 +13,7 @@ import click
 # must not import them.
 VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
+    "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
 }
 
 
