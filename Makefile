@@ -3,8 +3,8 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-BIN := $(VENV)/bin
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
 
 .PHONY: quickstart setup wheel install lint fmt test test-rust test-python bench ci clean
 
