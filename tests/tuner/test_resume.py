@@ -246,3 +246,26 @@ def test_an_unwritable_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoi
     ckpt, skipped = checkpoint.latest(run)
     assert ckpt is not None and ckpt.step == 2 and not skipped
     assert FtxIOError  # the error class the CLI maps to exit code 1
+
+
+def test_ctrl_c_checkpoints_the_last_step_and_exits_130(
+    make_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    from ftx.tuner import checkpoint
+
+    keys = make_config(iters=400, report_every=1, save_every=1000)
+    run = Path(keys["out"])
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in keys.items()})
+    )
+    proc = cli(config)
+    deadline = time.monotonic() + 120
+    while last_step(run) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert "run the same command again to resume" in stderr(config)
+    ckpt, _ = checkpoint.latest(run)
+    assert ckpt is not None and 3 <= ckpt.step < 400
+    assert ckpt.step == last_step(run)

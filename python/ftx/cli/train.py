@@ -156,7 +156,8 @@ def command(
         if record.get("event") == "skipped_step":
             err_console.print(
                 f"[yellow]warning[/]: step {record['step']} skipped: loss {record['loss']}, "
-                f"grad norm {record['grad_norm']}"
+                f"grad norm {record['grad_norm']}",
+                soft_wrap=True,
             )
 
     def work() -> Any:
@@ -166,7 +167,7 @@ def command(
                 cfg, dry_run=dry_run, progress=show_progress, callbacks=[warn], resume=resume
             )
         except TrainingInterrupted as e:
-            err_console.print(f"[yellow]{e}[/]", highlight=False)
+            err_console.print(f"[yellow]{e}[/]", highlight=False, soft_wrap=True)
             sys.exit(EXIT_INTERRUPTED)
 
     report = guarded(debug, work)

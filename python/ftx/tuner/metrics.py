@@ -84,6 +84,7 @@ class ProgressBar:
         self._progress: Progress | None = None
         self._task: Any = None
         self._losses = {"train": "-", "val": "-"}
+        self._speed = ""
 
     def __enter__(self) -> ProgressBar:
         if self.enabled:
@@ -110,9 +111,9 @@ class ProgressBar:
         for key in ("train", "val"):
             if record.get(f"{key}_loss") is not None:
                 self._losses[key] = f"{record[f'{key}_loss']:.4f}"
-        line = f"loss {self._losses['train']} · val {self._losses['val']}"
         if record.get("trained_tokens_per_s") is not None:
-            line += f" · {record['trained_tokens_per_s']:,.0f} trained tok/s"
+            self._speed = f" · {record['trained_tokens_per_s']:,.0f} trained tok/s"
+        line = f"loss {self._losses['train']} · val {self._losses['val']}{self._speed}"
         self._progress.update(self._task, completed=record["step"], line=line)
 
     def __exit__(
