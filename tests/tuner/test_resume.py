@@ -169,12 +169,20 @@ def test_early_stopping_exports_the_best_checkpoint(
 
     # A learning rate this high makes validation worse after the first evaluations.
     keys = make_config(
-        iters=40, eval_every=1, patience=2, learning_rate=0.5, optimizer="sgd", save_every=None
+        iters=40,
+        eval_every=1,
+        patience=2,
+        learning_rate=0.5,
+        optimizer="sgd",
+        save_every=1,
+        keep_checkpoints=1,
     )
     r = train(keys)
     assert r.stop_reason is not None and r.stop_reason.startswith("early stopping")
     assert r.best_step is not None and r.steps == r.best_step + 2 < 40
     run = Path(keys["out"])
+    # The newest checkpoint and the best are kept; the others were pruned.
+    assert checkpoint.steps(run) == [r.best_step, r.steps]
     best = checkpoint.load(checkpoint.folder(run, r.best_step))
     final = mx.load(str(run / "adapters.safetensors"))
     assert all(mx.array_equal(final[k], v) for k, v in best.weights())  # type: ignore[index]
@@ -211,6 +219,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(
         assert bool(mx.isfinite(w).all())
 
 
+@pytest.mark.slow
 def test_an_unwritable_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
     make_config: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
