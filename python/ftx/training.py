@@ -49,6 +49,8 @@ class TrainReport:
     best_val_loss: float | None = None
     skipped_steps: int = 0
     resumed_from: int | None = None
+    ranks: int = 1
+    rank: int = 0
 
     @property
     def trained_tokens_per_s(self) -> float:
@@ -205,9 +207,14 @@ def _run(
     run_dir = Path(cfg.out)
     provenance = plan.ds.manifest.get("provenance")
     ckpt = _resume_point(cfg, provenance, required=bool(resume)) if resume is not False else None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.remove_partial(run_dir)
-    write_text_atomic(run_dir / "config.yaml", dump(cfg))
+    group = mx.distributed.init()
+    # Data parallel (mlx.launch): every rank has read the run folder before rank 0 writes it.
+    main = group.rank() == 0
+    _barrier(group)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_partial(run_dir)
+        write_text_atomic(run_dir / "config.yaml", dump(cfg))
     manifest: dict[str, Any] = {
         "format": RUN_FORMAT,
         "ftx_version": __version__,
@@ -222,7 +229,8 @@ def _run(
         },
         "config": "config.yaml",
     }
-    _write_json(run_dir / RUN_MANIFEST, manifest)
+    if main:
+        _write_json(run_dir / RUN_MANIFEST, manifest)
 
     trainer = Trainer(
         model,
@@ -235,24 +243,29 @@ def _run(
         [],
         provenance=provenance,
         resume=ckpt,
+        group=group,
     )
     # metrics.jsonl restarts from what the checkpoint saw, so it never shows a step twice.
-    log = MetricsLog(run_dir / "metrics.jsonl", trainer.state.metrics)
-    trainer.callbacks += [log, *callbacks]
+    log = MetricsLog(run_dir / "metrics.jsonl", trainer.state.metrics) if main else None
+    trainer.callbacks += [log, *callbacks] if log is not None else [*callbacks]
+    show = progress and main
     try:
-        with ProgressBar(trainer.total_steps, enabled=progress, start=trainer.state.step) as bar:
+        with ProgressBar(trainer.total_steps, enabled=show, start=trainer.state.step) as bar:
             trainer.callbacks.append(bar)
             state = trainer.fit()
     finally:
-        log.close()
+        if log is not None:
+            log.close()
+    _barrier(group)  # the last checkpoint is written before any rank reads the best one
 
     # The final adapter is the best by validation loss when there was a validation.
     best = state.best_step
     if best is not None:
         model.load_weights(checkpoint.load(checkpoint.folder(run_dir, best)).weights(), False)
     weights = trainable_parameters(model)
-    write_atomic(run_dir / ADAPTERS, lambda p: mx.save_safetensors(str(p), weights))
-    write_text_atomic(run_dir / ADAPTER_CONFIG, json.dumps(adapter_meta, indent=2) + "\n")
+    if main:
+        write_atomic(run_dir / ADAPTERS, lambda p: mx.save_safetensors(str(p), weights))
+        write_text_atomic(run_dir / ADAPTER_CONFIG, json.dumps(adapter_meta, indent=2) + "\n")
     test = split_plan("test")
     test_loss = trainer.evaluate(test) if test is not None else None
     t = state.totals
@@ -275,8 +288,18 @@ def _run(
         best_val_loss=state.best_val,
         skipped_steps=state.skipped_steps,
         resumed_from=manifest["resumed_from"],
+        ranks=group.size(),
+        rank=group.rank(),
     )
-    manifest["finished"] = datetime.now(timezone.utc).isoformat()
-    manifest["report"] = report.to_dict()
-    _write_json(run_dir / RUN_MANIFEST, manifest)
+    if main:
+        manifest["finished"] = datetime.now(timezone.utc).isoformat()
+        manifest["report"] = report.to_dict()
+        _write_json(run_dir / RUN_MANIFEST, manifest)
     return report
+
+
+def _barrier(group: Any) -> None:
+    import mlx.core as mx
+
+    if group.size() > 1:
+        mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group))

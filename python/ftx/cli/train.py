@@ -100,6 +100,7 @@ def _summary(r: Any) -> Table:
             ("packing efficiency", f"{r.packing_efficiency:.1%} of computed tokens are real"),
             ("peak memory", _bytes(r.peak_memory)),
             ("stopped", r.stop_reason or "?"),
+            ("ranks", f"{r.ranks} (data parallel)" if r.ranks > 1 else "1"),
         ]
         if r.best_step is not None:
             rows.append(
@@ -171,6 +172,8 @@ def command(
             sys.exit(EXIT_INTERRUPTED)
 
     report = guarded(debug, work)
+    if report.rank != 0:  # data parallel: rank 0 speaks for the run
+        return
     if as_json:
         print_json(report.to_dict())
     elif not quiet:

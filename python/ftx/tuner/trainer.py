@@ -45,6 +45,8 @@ Callback = Callable[[dict[str, Any]], None]
 Grads = dict[str, Any]
 # Step seeds: seed * this + step, distinct for every (seed, step) of any realistic run.
 STEP_SEED_STRIDE = 1 << 32
+# Per-step token counts, in the order Totals.add takes them.
+COUNTS = ("trained", "real_tokens", "computed_tokens")
 # mlx's clip_grad_norm guards its division the same way.
 CLIP_EPS = 1e-6
 
@@ -63,11 +65,12 @@ class Totals:
     computed_tokens: int = 0
     seconds: float = 0.0
 
-    def add(self, batches: list[Batch], seconds: float) -> None:
+    def add(self, counts: tuple[int, int, int], seconds: float) -> None:
+        """One step of ``counts`` = (trained, real, computed) tokens."""
         self.steps += 1
-        self.trained_tokens += sum(b.trained for b in batches)
-        self.real_tokens += sum(b.real_tokens for b in batches)
-        self.computed_tokens += sum(b.computed_tokens for b in batches)
+        self.trained_tokens += counts[0]
+        self.real_tokens += counts[1]
+        self.computed_tokens += counts[2]
         self.seconds += seconds
 
 
@@ -124,11 +127,16 @@ class Trainer:
         callbacks: list[Callback],
         provenance: str | None = None,
         resume: Checkpoint | None = None,
+        group: mx.distributed.Group | None = None,
     ) -> None:
         self.model, self.forward, self.config = model, forward, config
         self.plan, self.valid = plan, valid
         self.run_dir, self.adapter_meta, self.callbacks = run_dir, adapter_meta, callbacks
         self.provenance = provenance
+        # Data parallel: each rank computes its share of the rows of every micro-batch.
+        self.group = group
+        self.rank = group.rank() if group is not None else 0
+        self.ranks = group.size() if group is not None else 1
         if plan.num_batches == 0:
             raise DataError(f"{plan.ds.root}: no train record has a trained token")
         self.steps_per_epoch = math.ceil(plan.num_batches / config.grad_accumulation)
@@ -204,14 +212,21 @@ class Trainer:
         """Mean loss over the trained tokens of (the first ``limit`` micro-batches of) a split."""
         self.model.eval()
         total, count = mx.array(0.0), 0
-        for i, batch in enumerate(plan):
-            if limit is not None and i >= limit:
-                break
+        batches = plan.batches()[:limit]
+        for rows in batches[self.rank :: self.ranks]:
+            batch = make_batch(plan.ds, rows, plan.budget, plan.packing)
             total = total + self._val_sum(_arrays(batch))
             count += batch.trained
             mx.eval(total)
         self.model.train()
-        return scalar(total) / max(1, count)
+        both = self._all_sum(mx.array([total.item(), float(count)]))
+        return scalar(both[0]) / max(1.0, scalar(both[1]))
+
+    def _all_sum(self, x: Any) -> Any:
+        """Sum over ranks (an array or a tree of them); itself when there is one rank."""
+        if self.ranks == 1:
+            return x
+        return tree_map(lambda a: mx.distributed.all_sum(a, group=self.group), x)
 
     def _report(self, record: dict[str, Any]) -> None:
         if (
@@ -226,27 +241,40 @@ class Trainer:
     def _event(self, name: str, **info: Any) -> None:
         self._report({"event": name, "step": self.state.step, **info})
 
-    def _step(self, batches: list[Batch]) -> tuple[float, float, bool]:
-        """One optimizer step over ``batches``: (loss, grad norm, applied)."""
-        cfg = self.config
+    def _step(self, micro_batches: list[Rows]) -> tuple[float, float, bool, tuple[int, int, int]]:
+        """One optimizer step: (loss, grad norm, applied, token counts of all ranks)."""
+        cfg, plan = self.config, self.plan
         mx.random.seed(cfg.seed * STEP_SEED_STRIDE + self.state.step)
-        norm = mx.array(float(max(1, sum(b.trained for b in batches))))
+        batches: list[Batch] = [
+            make_batch(plan.ds, shard, plan.budget, plan.packing)
+            for rows in micro_batches
+            if (shard := rows[self.rank :: self.ranks])
+        ]
+        local = [sum(getattr(b, k) for b in batches) for k in COUNTS]
+        counts = tuple(int(c) for c in self._all_sum(mx.array(local)).tolist())
+        norm = mx.array(float(max(1, counts[0])))
         loss, acc = mx.array(0.0), cast(Grads | None, None)
         for b in batches:
             part, acc = self._micro(_arrays(b), norm, acc)
             loss = loss + part
-        grads = cast(Grads, acc)
+        if acc is None:  # this rank had no rows in this step
+            acc = tree_map(mx.zeros_like, self.model.trainable_parameters())
+        grads = cast(Grads, self._all_sum(acc))
+        loss = self._all_sum(loss)
         gnorm = self._norm(grads)
         mx.eval(loss, gnorm, grads)
         step_loss, grad_norm = scalar(loss), scalar(gnorm)
+        total = cast(tuple[int, int, int], counts)
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
-            return step_loss, grad_norm, False
+            return step_loss, grad_norm, False, total
         set_learning_rate(self.optimizer, self.schedule(self.state.step), cfg)
         self._update(grads, gnorm)
         mx.eval(self._state)
-        return step_loss, grad_norm, True
+        return step_loss, grad_norm, True, total
 
     def _checkpoint(self) -> None:
+        if self.rank != 0:  # every rank holds the same weights; one writes them
+            return
         s = self.state
         np_state: Any = np.random.get_state()
         py_state = random.getstate()
@@ -310,18 +338,14 @@ class Trainer:
         saved_at = s.step if s.step > 0 else None
         while s.step < self.total_steps and s.stop_reason is None:
             tic = time.perf_counter()
-            batches = [
-                make_batch(self.plan.ds, rows, self.plan.budget, self.plan.packing)
-                for rows in self._micro_batches(s.step)
-            ]
             lr = self.schedule(s.step)
-            step_loss, grad_norm, applied = self._step(batches)
+            step_loss, grad_norm, applied, counts = self._step(self._micro_batches(s.step))
             s.step += 1
             for t in (s.totals, s.window):
-                t.add(batches, time.perf_counter() - tic)
+                t.add(counts, time.perf_counter() - tic)
             if applied:
                 s.bad_steps = 0
-                s.window_loss += step_loss * sum(b.trained for b in batches)
+                s.window_loss += step_loss * counts[0]
                 s.grad_norm = grad_norm
             else:
                 s.bad_steps += 1
