@@ -90,7 +90,7 @@ def _summary(r: Any) -> Table:
             if v is not None
         )
         rows += [
-            ("steps", f"{r.steps:,} ({r.epochs:.2f} epochs) in {r.seconds:.1f}s"),
+            ("steps", f"{r.steps:,} ({r.epochs:.2f} epochs); {r.seconds:.1f}s in training steps"),
             ("loss", losses),
             (
                 "throughput",
