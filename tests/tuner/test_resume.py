@@ -278,3 +278,14 @@ def test_ctrl_c_checkpoints_the_last_step_and_exits_130(
     ckpt, _ = checkpoint.latest(run)
     assert ckpt is not None and 3 <= ckpt.step < 400
     assert ckpt.step == last_step(run)
+
+
+def test_no_resume_refuses_a_folder_with_checkpoints(
+    make_config: Callable[..., dict[str, Any]],
+) -> None:
+    from ftx import train
+
+    keys = make_config(iters=1, save_every=1)
+    train(keys)
+    with pytest.raises(ConfigError, match="holds checkpoints"):
+        train(keys, resume=False)
