@@ -1,0 +1,122 @@
+"""The MLX side of evaluation: load a model as training computes it, the loss of a prepared
+split, and batched generation through mlx-lm's sampler.
+
+The loss is the trainer's own (``Forward.loss`` over ``Plan`` batches in fixed order, records
+padded one per row): the mean cross-entropy of next-token prediction at trained positions,
+so a test loss here is comparable with the validation loss of ``ftx train``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.generate import batch_generate
+from mlx_lm.sample_utils import make_sampler
+from mlx_lm.tokenizer_utils import TokenizerWrapper
+from mlx_lm.tuner.utils import load_adapters
+from mlx_lm.utils import load_tokenizer
+
+from ftx.config import TrainConfig
+from ftx.data import PreparedDataset
+from ftx.tuner.batching import Plan
+from ftx.tuner.forward import Forward
+from ftx.tuner.model import Base, load_base, scalar
+
+# Forward.loss divides by its norm argument: 1 makes it the sum over the batch.
+ONE = mx.array(1.0)
+
+
+@dataclass(frozen=True)
+class SplitLoss:
+    split: str
+    records: int
+    trained_tokens: int
+    truncated_records: int
+    loss: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    tokens: int
+
+
+def load(model_dir: Path) -> tuple[nn.Module, TokenizerWrapper, Base]:
+    """The model in eval mode, computing as ``ftx train`` does by default (on CPU a quantized
+    base is dequantized and floats are float32, the fast paths there), and its tokenizer."""
+    model, base = load_base(TrainConfig.model_construct(model=model_dir))
+    model.eval()
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    tokenizer = load_tokenizer(model_dir, eos_token_ids=config.get("eos_token_id"))
+    return model, tokenizer, base
+
+
+def add_adapter(model: nn.Module, run_dir: Path) -> None:
+    """Wraps the model's layers with the run's adapters (mlx-lm's format), in place."""
+    load_adapters(model, str(run_dir))
+    model.eval()
+
+
+def split_loss(
+    model: nn.Module, ds: PreparedDataset, batch_size: int, max_seq_length: int
+) -> SplitLoss:
+    start = time.perf_counter()
+    forward = Forward(model, packed=False)
+    forward.probe()
+    plan = Plan(ds, batch_size, max_seq_length, packing=False, seed=None)
+    total, count = mx.array(0.0), 0
+    for b in plan:
+        positions, targets = mx.array(b.positions), mx.array(b.targets)
+        ce = forward.loss(mx.array(b.inputs), None, positions, targets, mx.array(b.weights), ONE)
+        total = total + ce
+        count += b.trained
+        mx.eval(total)
+    return SplitLoss(
+        split=ds.split,
+        records=len(plan.ids),
+        trained_tokens=count,
+        truncated_records=plan.truncated,
+        loss=scalar(total) / max(1, count),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def prompt_tokens(
+    tokenizer: TokenizerWrapper,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+) -> list[int]:
+    """The prompt as mlx-lm renders it: the chat template with the generation prompt."""
+    extra = {"tools": tools} if tools else {}
+    ids: list[int] = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, **extra
+    )
+    return ids
+
+
+def generate(
+    model: nn.Module,
+    tokenizer: TokenizerWrapper,
+    prompts: list[list[int]],
+    *,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int,
+) -> list[Generated]:
+    """Continuations of all prompts in one continuous batch, each ending at an EOS token or
+    after ``max_tokens``. Temperature 0 is greedy; the seed fixes the sampling."""
+    mx.random.seed(seed)
+    sampler = make_sampler(temp=temperature, top_p=top_p)
+    r = batch_generate(
+        model, tokenizer, prompts, max_tokens=max_tokens, sampler=sampler, return_token_ids=True
+    )
+    ids = r.token_ids or []
+    return [Generated(t, len(i)) for t, i in zip(r.texts, ids, strict=True)]
