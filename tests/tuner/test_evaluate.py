@@ -274,3 +274,31 @@ def test_cli_bad_records_fail_with_the_line(tiny_llama: Path, tmp_path: Path) ->
     bad.write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
     out = _cli("--model", tiny_llama, "--data", bad)
     assert out.returncode == 1 and "bad.jsonl:1" in out.stderr
+
+
+def test_batched_generation_with_a_shared_prefix_is_mlx_lm_generation(tiny_llama: Path) -> None:
+    from mlx_lm import generate as mlx_generate
+
+    from ftx.tuner import inference
+
+    model, tokenizer, _ = inference.load(tiny_llama)
+    system = {"role": "system", "content": "You call tools. Answer with JSON only, please."}
+    prompts = [
+        inference.prompt_tokens(tokenizer, [system, {"role": "user", "content": q}], None)
+        for q in ("Weather in Paris?", "Set a timer for 5 minutes", "Hi")
+    ]
+    assert inference.shared_prefix(prompts) > 10
+    ours = inference.generate(
+        model, tokenizer, prompts, temperature=0.0, top_p=1.0, max_tokens=10, seed=0
+    )
+    for prompt, got in zip(prompts, ours, strict=True):
+        assert got.text == mlx_generate(model, tokenizer, prompt, max_tokens=10)
+
+
+def test_shared_prefix_leaves_a_token_to_prefill() -> None:
+    from ftx.tuner.inference import shared_prefix
+
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert shared_prefix([[7, 8]]) == 1
+    assert shared_prefix([[1], [2]]) == 0

@@ -17,6 +17,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.generate import batch_generate
+from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_lm.tuner.utils import load_adapters
@@ -28,6 +29,9 @@ from ftx.tuner.batching import Plan
 from ftx.tuner.forward import Forward
 from ftx.tuner.model import Base, load_base, scalar
 
+# Sequences decoded together: one pass over the weights serves them all (decoding a small
+# model on a CPU is bound by reading the weights).
+MAX_BATCH = 64
 # Forward.loss divides by its norm argument: 1 makes it the sum over the batch.
 ONE = mx.array(1.0)
 
@@ -101,6 +105,26 @@ def prompt_tokens(
     return ids
 
 
+def shared_prefix(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving at least one token of each to prefill."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return max(n, 0)
+
+
+def _prefix_cache(model: nn.Module, prefix: list[int]) -> list[Any] | None:
+    """The KV cache after ``prefix``, for every prompt to start from; None where the cache
+    type cannot be batched with history."""
+    cache = make_prompt_cache(model)
+    if not prefix or not all(hasattr(c, "merge") for c in cache):
+        return None
+    model(mx.array([prefix]), cache=cache)
+    mx.eval([c.state for c in cache])
+    return cache
+
+
 def generate(
     model: nn.Module,
     tokenizer: TokenizerWrapper,
@@ -112,11 +136,25 @@ def generate(
     seed: int,
 ) -> list[Generated]:
     """Continuations of all prompts in one continuous batch, each ending at an EOS token or
-    after ``max_tokens``. Temperature 0 is greedy; the seed fixes the sampling."""
+    after ``max_tokens``. Temperature 0 is greedy; the seed fixes the sampling.
+
+    Held-out prompts usually share a long head (system prompt, tool schemas): it is computed
+    once and its cache shared, which on a CPU is most of the prompt time."""
+    k = shared_prefix(prompts)
+    cache = _prefix_cache(model, prompts[0][:k])
+    if cache is None:
+        k = 0
     mx.random.seed(seed)
-    sampler = make_sampler(temp=temperature, top_p=top_p)
     r = batch_generate(
-        model, tokenizer, prompts, max_tokens=max_tokens, sampler=sampler, return_token_ids=True
+        model,
+        tokenizer,
+        [p[k:] for p in prompts],
+        prompt_caches=None if cache is None else [cache] * len(prompts),
+        max_tokens=max_tokens,
+        sampler=make_sampler(temp=temperature, top_p=top_p),
+        return_token_ids=True,
+        completion_batch_size=min(len(prompts), MAX_BATCH),
+        prefill_batch_size=min(len(prompts), MAX_BATCH),
     )
     ids = r.token_ids or []
     return [Generated(t, len(i)) for t, i in zip(r.texts, ids, strict=True)]
