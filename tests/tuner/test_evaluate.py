@@ -3,6 +3,7 @@ it, sampling options reach the sampler, and the CLI writes and prints what it sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -131,6 +132,40 @@ def test_loss_and_perplexity_are_the_direct_computation(tiny_llama: Path, prepar
     assert loss.perplexity == pytest.approx(math.exp(loss.loss))
     # A random model over this vocabulary is near uniform: loss near log(vocab).
     assert 4.0 < loss.loss < 8.0
+
+
+def _with_shared_head(prepared: Path, out: Path, head: int) -> Path:
+    """The test split of ``prepared`` with the same first ``head`` tokens in every record and
+    nothing trained there, as records sharing a system prompt are."""
+    shutil.copytree(prepared, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = manifest["splits"]["test"]["files"]
+    tokens, mask = (np.load(out / files[k]) for k in ("tokens", "mask"))
+    offsets = np.load(out / files["offsets"]).astype(np.int64)
+    shared = tokens[offsets[0] : offsets[0] + head].copy()
+    for a, b in itertools.pairwise(offsets):
+        tokens[a : a + head] = shared
+        mask[a : a + head + 1] = 0
+        mask[b - 2 : b] = 1
+    np.save(out / files["tokens"], tokens)
+    np.save(out / files["mask"], mask)
+    manifest["splits"]["test"]["trained_tokens"] = int(mask.sum())
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_shared_head_computed_once_gives_the_same_loss(
+    tiny_llama: Path, prepared: Path, tmp_path: Path
+) -> None:
+    from ftx.tuner.batching import Plan
+    from ftx.tuner.inference import _loss_prefix
+
+    data = _with_shared_head(prepared, tmp_path / "shared", head=6)
+    plan = Plan(load_dataset(data, "test"), 3, 256, packing=False, seed=None)
+    assert _loss_prefix(plan.ds, plan) == 6
+    r = evaluate(tiny_llama, data=data, batch_size=3)
+    assert r.base.loss is not None
+    assert r.base.loss.loss == pytest.approx(_direct_loss(tiny_llama, data), rel=1e-4)
 
 
 def test_the_adapter_changes_the_loss_and_the_base_stays_the_base(

@@ -16,8 +16,9 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx_lm.generate import batch_generate
-from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_lm.tuner.utils import load_adapters
@@ -68,17 +69,66 @@ def add_adapter(model: nn.Module, run_dir: Path) -> None:
     model.eval()
 
 
+class _Continuing(Forward):
+    """``Forward`` on rows that continue a prefix whose keys and values are already computed:
+    every row gets a copy of the prefix's KV cache, so attention and RoPE positions are as if
+    the prefix were in the row."""
+
+    prefix: list[KVCache] | None = None
+
+    def features(self, inputs: mx.array, segments: mx.array | None) -> mx.array:
+        if self.prefix is None:
+            return super().features(inputs, segments)
+        rows = inputs.shape[0]
+        cache = []
+        for c in self.prefix:
+            copy = KVCache()
+            keys, values = (mx.repeat(a[..., : c.offset, :], rows, axis=0) for a in c.state[:2])
+            copy.state = (keys, values, c.offset)
+            cache.append(copy)
+        run = self.model.model if self.gather_head else self.model
+        out: mx.array = run(inputs, cache=cache)
+        return out.reshape(-1, out.shape[-1])
+
+
+def _loss_prefix(ds: PreparedDataset, plan: Plan) -> int:
+    """Input tokens every record of the plan starts with, all before any trained target (so
+    the prefix's own logits are never needed) and within the row budget."""
+    first = ds[plan.ids[0]][0]
+    k = plan.budget - 1
+    for i in plan.ids:
+        tokens, mask = ds[int(i)]
+        k = min(k, int(np.flatnonzero(mask[1:])[0]), len(tokens) - 2)
+        differ = np.flatnonzero(tokens[:k] != first[:k])
+        k = int(differ[0]) if len(differ) else k
+    return max(k, 0)
+
+
 def split_loss(
     model: nn.Module, ds: PreparedDataset, batch_size: int, max_seq_length: int
 ) -> SplitLoss:
+    """The trainer's loss over a split. A head that all records share (a system prompt, tool
+    schemas) is computed once: on a CPU that is most of the work on such data."""
     start = time.perf_counter()
-    forward = Forward(model, packed=False)
+    forward = _Continuing(model, packed=False)
     forward.probe()
     plan = Plan(ds, batch_size, max_seq_length, packing=False, seed=None)
+    k = _loss_prefix(ds, plan) if len(plan.ids) > 1 else 0
+    cache = make_prompt_cache(model)
+    if k and all(type(c) is KVCache for c in cache):
+        model(mx.array(ds[int(plan.ids[0])][0][None, :k].astype(np.int32)), cache=cache)
+        mx.eval([c.state[:2] for c in cache])
+        forward.prefix = cache
+    else:
+        k = 0
     total, count = mx.array(0.0), 0
     for b in plan:
-        positions, targets = mx.array(b.positions), mx.array(b.targets)
-        ce = forward.loss(mx.array(b.inputs), None, positions, targets, mx.array(b.weights), ONE)
+        width = b.inputs.shape[1]
+        # Flat positions index rows of ``width`` inputs; the rows now start after the prefix.
+        rows, cols = np.divmod(b.positions, width)
+        positions = mx.array(rows * (width - k) + np.maximum(cols - k, 0))
+        inputs = mx.array(b.inputs[:, k:])
+        ce = forward.loss(inputs, None, positions, mx.array(b.targets), mx.array(b.weights), ONE)
         total = total + ce
         count += b.trained
         mx.eval(total)
