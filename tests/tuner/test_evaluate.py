@@ -132,6 +132,9 @@ def test_loss_and_perplexity_are_the_direct_computation(tiny_llama: Path, prepar
     assert loss.perplexity == pytest.approx(math.exp(loss.loss))
     # A random model over this vocabulary is near uniform: loss near log(vocab).
     assert 4.0 < loss.loss < 8.0
+    cut = evaluate(tiny_llama, data=prepared, max_seq_length=16).base.loss
+    assert cut is not None and cut.truncated_records > 0
+    assert cut.trained_tokens == sum(int(m[1:17].sum()) for _, m in ds)
 
 
 def _with_shared_head(prepared: Path, out: Path, head: int) -> Path:

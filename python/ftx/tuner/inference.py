@@ -123,11 +123,15 @@ def split_loss(
         k = 0
     total, count = mx.array(0.0), 0
     for b in plan:
-        width = b.inputs.shape[1]
-        # Flat positions index rows of ``width`` inputs; the rows now start after the prefix.
-        rows, cols = np.divmod(b.positions, width)
-        positions = mx.array(rows * (width - k) + np.maximum(cols - k, 0))
-        inputs = mx.array(b.inputs[:, k:])
+        # Flat positions index rows of ``width`` inputs. The rows are cut to start after the
+        # prefix and to end at the last trained position (attention is causal: nothing after
+        # it changes a loss).
+        if b.trained == 0:  # every target of these records lies past max_seq_length
+            continue
+        rows, cols = np.divmod(b.positions, b.inputs.shape[1])
+        end = int(cols[: b.trained].max()) + 1
+        positions = mx.array(rows * (end - k) + np.maximum(cols - k, 0))
+        inputs = mx.array(b.inputs[:, k:end])
         ce = forward.loss(inputs, None, positions, mx.array(b.targets), mx.array(b.weights), ONE)
         total = total + ce
         count += b.trained
