@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ftx.data import read_manifest
-from ftx.errors import ConfigError, FtxFileNotFoundError
+from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
 from ftx.heldout import HeldOut, read_heldout
 from ftx.scoring import Rates, Score, rates, score
 
@@ -275,7 +275,15 @@ def evaluate(
     mlx_model, tokenizer, base = inference.load(inputs.model)
     ds = None if inputs.prepared is None else load_dataset(inputs.prepared, split)
     budget = max_seq_length or (int(ds.lengths().max()) if ds is not None else 0)
-    prompts = [inference.prompt_tokens(tokenizer, ex.messages, ex.tools) for ex in inputs.heldout]
+    prompts = []
+    for ex in inputs.heldout:
+        try:
+            prompts.append(inference.prompt_tokens(tokenizer, ex.messages, ex.tools))
+        except Exception as e:  # the template's own errors (jinja, type errors) vary
+            raise DataError(
+                f"{inputs.heldout_path}:{ex.line}: the chat template of {inputs.model} "
+                f"cannot render this prompt ({type(e).__name__}: {e})"
+            ) from e
     sampling = None
     if inputs.heldout:
         longest = max(len(tokenizer.encode(ex.reference)) for ex in inputs.heldout)

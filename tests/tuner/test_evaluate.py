@@ -340,3 +340,37 @@ def test_shared_prefix_leaves_a_token_to_prefill() -> None:
     assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2
     assert shared_prefix([[7, 8]]) == 1
     assert shared_prefix([[1], [2]]) == 0
+
+
+def test_the_adapted_loss_is_the_test_loss_ftx_train_reports(
+    tiny_llama: Path, prepared: Path, make_config: Any
+) -> None:
+    import ftx
+
+    report = ftx.train(make_config(iters=3, learning_rate=1e-2))
+    r = evaluate(tiny_llama, adapter=report.run_dir, data=prepared)
+    assert r.adapted is not None and r.adapted.loss is not None and r.base.loss is not None
+    assert report.test_loss is not None
+    assert r.adapted.loss.loss == pytest.approx(report.test_loss, rel=1e-5)
+    assert r.adapted.loss.loss != pytest.approx(r.base.loss.loss, rel=1e-4)
+    assert (report.run_dir / "eval" / "results.json").is_file()
+
+
+def test_a_prompt_the_template_cannot_render_names_the_line(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    from ftx import DataError
+
+    # The example template concatenates content: an earlier tool-call turn without content
+    # fails to render.
+    record = {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": None, "tool_calls": [{"name": "f", "arguments": {}}]},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
+    path = _jsonl(tmp_path / "h.jsonl", [RECORDS[1], record])
+    with pytest.raises(DataError, match=r"h\.jsonl:2: the chat template .* cannot render"):
+        evaluate(tiny_llama, data=path)
