@@ -223,6 +223,29 @@ def _example_lines(
     return lines
 
 
+def _write_results(
+    out_dir: Path, result: EvalResult, examples: list[dict[str, Any]], started: datetime
+) -> None:
+    """``results.json`` with provenance, and ``examples.jsonl`` (removed when this evaluation
+    generated nothing, so that no stale file sits next to these results)."""
+    from ftx import __version__
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = {
+        "ftx_version": __version__,
+        "command": sys.argv,
+        "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+    }
+    if examples:
+        lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in examples)
+        _write_atomic(out_dir / EXAMPLES, lines)
+    else:
+        (out_dir / EXAMPLES).unlink(missing_ok=True)
+    body = {**result.to_dict(), "provenance": provenance}
+    _write_atomic(out_dir / RESULTS, json.dumps(body, indent=2) + "\n")
+
+
 def evaluate(
     model: str | Path,
     *,
@@ -297,15 +320,7 @@ def evaluate(
         if ds is not None:
             say(f"{label}: loss on {split} ({len(ds)} records)")
             s = inference.split_loss(mlx_model, ds, batch_size, budget)
-            loss = LossResult(
-                split=s.split,
-                records=s.records,
-                trained_tokens=s.trained_tokens,
-                truncated_records=s.truncated_records,
-                loss=s.loss,
-                perplexity=math.exp(s.loss),
-                seconds=s.seconds,
-            )
+            loss = LossResult(**asdict(s), perplexity=math.exp(s.loss))
         if sampling is not None:
             say(f"{label}: generating {len(prompts)} answers (max {sampling.max_tokens} tokens)")
             start = time.perf_counter()
@@ -341,24 +356,6 @@ def evaluate(
         seconds=time.perf_counter() - t0,
     )
     if out_dir is not None:
-        from ftx import __version__
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        provenance = {
-            "ftx_version": __version__,
-            "command": sys.argv,
-            "started": started.isoformat(),
-            "finished": datetime.now(timezone.utc).isoformat(),
-        }
-        if inputs.heldout:
-            rendered = [tokenizer.decode(p) for p in prompts]
-            lines = _example_lines(inputs, rendered, results)
-            _write_atomic(
-                out_dir / EXAMPLES,
-                "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
-            )
-        _write_atomic(
-            out_dir / RESULTS,
-            json.dumps({**result.to_dict(), "provenance": provenance}, indent=2) + "\n",
-        )
+        rendered = [tokenizer.decode(p) for p in prompts]
+        _write_results(out_dir, result, _example_lines(inputs, rendered, results), started)
     return result

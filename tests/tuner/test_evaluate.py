@@ -289,6 +289,8 @@ def test_cli_prints_json_and_writes_results_next_to_the_run(
     table = _cli("--model", tiny_llama, "--adapter", run_dir, "--data", prepared, "--out", folder)
     assert table.returncode == 0, table.stderr
     assert "test loss" in table.stdout and "delta" in table.stdout
+    # This evaluation generated nothing: no stale examples next to its results.
+    assert not (folder / "examples.jsonl").exists()
 
 
 @pytest.mark.parametrize(
