@@ -1,0 +1,335 @@
+"""``ftx.fuse``: the Python face of ``ftx fuse``. An adapter and its base become one deployable
+artifact: a fused MLX model (float, dequantized or re-quantized), a GGUF, or a PEFT adapter.
+
+Quantized bases. A merged weight ``W + delta`` is not on the base's quantization grid, so some
+of ``delta`` is lost whenever it is quantized again. By default the merged layers of a
+quantized base are re-quantized with the base's own bits and group size (the model keeps its
+size, as a user of a 4-bit base expects), and that loss is measured and reported, never silent;
+layers the adapter did not touch keep their stored weights bit for bit. ``--dequantize`` gives a
+lossless float model instead, ``--quantize`` a model quantized afresh. In every case
+``config.json``'s ``quantization`` / ``quantization_config`` entries are rewritten from the
+layers actually saved, so no stale entry survives.
+
+Every output folder is written in a staging folder and renamed into place, and holds
+``ftx_fuse.json``: base and adapter paths with the sha256 of their weights, the training run's
+manifest, the options, and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftx.errors import ConfigError, FtxFileNotFoundError
+
+if TYPE_CHECKING:
+    from ftx.export.perplexity import SplitLoss
+    from ftx.export.quantization import LayerError
+
+FORMATS = ("mlx", "gguf", "peft")
+QUANTIZE_BITS = (4, 8)
+GROUP_SIZES = (32, 64, 128)
+FLOAT_DTYPES = ("float16", "bfloat16", "float32")
+PROVENANCE = "ftx_fuse.json"
+RUN_MANIFEST = "manifest.json"
+# Files of a model folder that the fused model replaces instead of copying.
+REPLACED = ("config.json", "model.safetensors.index.json", PROVENANCE)
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    format: str = "mlx"
+    dequantize: bool = False
+    quantize: int | None = None
+    group_size: int = 64
+    dtype: str | None = None
+    data: Path | None = None
+    split: str = "test"
+    max_length: int = 2048
+
+    def check(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"format = {self.format}: one of {', '.join(FORMATS)}")
+        if self.dequantize and self.quantize is not None:
+            raise ConfigError("dequantize and quantize: choose one")
+        if self.quantize is not None and self.quantize not in QUANTIZE_BITS:
+            raise ConfigError(f"quantize = {self.quantize}: one of {QUANTIZE_BITS}")
+        if self.group_size not in GROUP_SIZES:
+            raise ConfigError(f"group_size = {self.group_size}: one of {GROUP_SIZES}")
+        if self.dtype is not None and self.dtype not in FLOAT_DTYPES:
+            raise ConfigError(f"dtype = {self.dtype}: one of {', '.join(FLOAT_DTYPES)}")
+        if self.format == "peft" and (self.dequantize or self.quantize or self.dtype):
+            raise ConfigError("format = peft writes the adapter as trained: no (de)quantize/dtype")
+        if self.format == "gguf" and self.quantize == 4:
+            raise ConfigError("format = gguf: F16, F32 (--dtype float32) or Q8_0 (--quantize 8)")
+        if self.format == "gguf" and self.dtype == "bfloat16":
+            raise ConfigError("format = gguf: dtype float16 or float32")
+        if self.data is not None and self.format == "peft":
+            raise ConfigError("data: a PEFT export is not evaluated (nothing is quantized)")
+
+    def gguf_type(self) -> str:
+        return "q8_0" if self.quantize == 8 else "f32" if self.dtype == "float32" else "f16"
+
+
+@dataclass(frozen=True)
+class FuseReport:
+    out: Path
+    format: str
+    fine_tune_type: str
+    fused_layers: int
+    base_quantization: str
+    output_quantization: str
+    dtype: str
+    files: list[str]
+    layer_errors: list[LayerError] = field(default_factory=list)
+    float_loss: SplitLoss | None = None
+    quantized_loss: SplitLoss | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def perplexity_change(self) -> float | None:
+        """Relative change of test perplexity, quantized over float fused."""
+        if self.float_loss is None or self.quantized_loss is None:
+            return None
+        return self.quantized_loss.perplexity / self.float_loss.perplexity - 1.0
+
+    @property
+    def max_relative_error(self) -> float | None:
+        return max((e.relative_error for e in self.layer_errors), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        def loss(s: SplitLoss | None) -> dict[str, float] | None:
+            return (
+                None
+                if s is None
+                else {"loss": s.loss, "perplexity": s.perplexity, "tokens": s.tokens}
+            )
+
+        return {
+            "out": str(self.out),
+            "format": self.format,
+            "fine_tune_type": self.fine_tune_type,
+            "fused_layers": self.fused_layers,
+            "base_quantization": self.base_quantization,
+            "output_quantization": self.output_quantization,
+            "dtype": self.dtype,
+            "files": self.files,
+            "max_relative_error": self.max_relative_error,
+            "layer_errors": [e.to_dict() for e in self.layer_errors],
+            "float_fused": loss(self.float_loss),
+            "quantized": loss(self.quantized_loss),
+            "perplexity_change": self.perplexity_change,
+            "warnings": self.warnings,
+            "seconds": self.seconds,
+        }
+
+
+def _weights_sha(folder: Path) -> dict[str, str]:
+    from ftx.tuner.inputs import sha256_file
+
+    return {f.name: sha256_file(f) for f in sorted(folder.glob("*.safetensors"))}
+
+
+def _run_manifest(adapter: Path) -> dict[str, Any] | None:
+    path = adapter / RUN_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return manifest
+
+
+def _describe(specs: Any) -> str:
+    settings = sorted({f"{s.bits}-bit, group {s.group_size}, {s.mode}" for s in specs})
+    return "; ".join(settings) if settings else "float"
+
+
+def _copy_model_files(base: Path, out: Path) -> None:
+    """Tokenizer, chat template, generation config...: every file but weights and config."""
+    for f in sorted(base.iterdir()):
+        if (
+            f.is_file()
+            and not f.name.startswith(".")
+            and f.suffix != ".safetensors"
+            and (f.name not in REPLACED)
+        ):
+            shutil.copy2(f, out / f.name)
+
+
+def fuse(
+    model: str | Path, adapter: str | Path, out: str | Path, options: FuseOptions | None = None
+) -> FuseReport:
+    """Merges the adapter of ``adapter`` (mlx-lm's format, as ``ftx train`` writes it) into the
+    base ``model`` and writes ``out`` in ``options.format``; see the module docstring."""
+    from ftx.export.staging import check_new_folder
+    from ftx.tuner.blas import use_fast_blas
+
+    opts = options or FuseOptions()
+    opts.check()
+    model, adapter, out = Path(model), Path(adapter), Path(out)
+    if not model.is_dir():
+        raise FtxFileNotFoundError(f"model = {model}: no such folder")
+    check_new_folder(out)
+    use_fast_blas()
+
+    from ftx.export.merge import read_adapter_config
+
+    adapter_config = read_adapter_config(adapter)
+    provenance: dict[str, Any] = {
+        "format": "ftx-fuse",
+        "created": datetime.now(timezone.utc).isoformat(),
+        "command": sys.argv,
+        "base": {"path": str(model.resolve()), "weights_sha256": _weights_sha(model)},
+        "adapter": {
+            "path": str(adapter.resolve()),
+            "weights_sha256": _weights_sha(adapter),
+            "adapter_config": adapter_config,
+        },
+        "run": _run_manifest(adapter),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+    }
+    start = time.perf_counter()
+    report = _fuse(model, adapter, out, opts, adapter_config, provenance)
+    return replace(report, seconds=time.perf_counter() - start)
+
+
+def _fuse(
+    model_dir: Path,
+    adapter: Path,
+    out: Path,
+    opts: FuseOptions,
+    adapter_config: dict[str, Any],
+    provenance: dict[str, Any],
+) -> FuseReport:
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import dequantize_model, save_config, save_model
+
+    from ftx import __version__
+    from ftx.export.merge import (
+        QuantSpec,
+        cast_floats,
+        float_dtype,
+        fuse_adapters,
+        load_adapter_into,
+        load_base,
+        quantized_specs,
+        set_quantization_entry,
+    )
+    from ftx.export.perplexity import split_loss
+    from ftx.export.quantization import (
+        plan_all,
+        plan_restore,
+        quantize_layers,
+        warnings_for,
+    )
+    from ftx.export.staging import staged_folder
+
+    provenance["ftx_version"] = __version__
+    model, config = load_base(model_dir)
+    base_quant = _describe(quantized_specs(model).values())
+    dtype = opts.dtype or float_dtype(model)
+    load_adapter_into(model, model_dir, adapter)
+    kind = str(adapter_config.get("fine_tune_type", "lora"))
+    base_name = str(config.get("_name_or_path") or model_dir.resolve())
+
+    def loss() -> SplitLoss | None:
+        if opts.data is None:
+            return None
+        return split_loss(model, opts.data, opts.split, opts.max_length)
+
+    def finish(report: FuseReport, stage: Path) -> FuseReport:
+        report = replace(
+            report, warnings=warnings_for(report.layer_errors, report.perplexity_change)
+        )
+        provenance["report"] = report.to_dict()
+        (stage / PROVENANCE).write_text(
+            json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8"
+        )
+        return report
+
+    if opts.format == "peft":
+        from ftx.export.peft_adapter import PEFT_CONFIG, PEFT_WEIGHTS, write_peft
+
+        with staged_folder(out) as stage:
+            n = write_peft(stage, model, adapter_config, base_name)
+            files = [PEFT_WEIGHTS, PEFT_CONFIG, PROVENANCE]
+            return finish(
+                FuseReport(out, "peft", kind, n, base_quant, "float", dtype, files), stage
+            )
+
+    fused = fuse_adapters(model)
+    if opts.format == "gguf" or opts.dequantize or opts.quantize is not None:
+        model = dequantize_model(model)
+    cast_floats(model, dtype)
+    float_loss = loss()
+
+    if opts.format == "gguf":
+        from ftx.export.gguf_file import write_gguf
+
+        gtype = opts.gguf_type()
+        name = f"model-{gtype}.gguf"
+        with staged_folder(out) as stage:
+            result = write_gguf(
+                stage / name,
+                dict(tree_flatten(model.parameters())),
+                config,
+                model_dir,
+                gtype,
+                name=model_dir.name,
+            )
+            quantized_loss = None
+            if result.quantized_weights and opts.data is not None:
+                model.load_weights(list(result.quantized_weights.items()), strict=False)
+                quantized_loss = loss()
+            report = FuseReport(
+                out,
+                "gguf",
+                kind,
+                len(fused),
+                base_quant,
+                gtype.upper(),
+                dtype,
+                [name, PROVENANCE],
+                result.errors,
+                float_loss,
+                quantized_loss,
+            )
+            return finish(report, stage)
+
+    if opts.quantize is not None:
+        plan = plan_all(model, QuantSpec(opts.group_size, opts.quantize))
+    elif opts.dequantize:
+        plan = {}
+    else:
+        plan = plan_restore(fused)
+    layer_errors = quantize_layers(model, plan, fused)
+    quantized_loss = loss() if plan else None
+    set_quantization_entry(config, model)
+    with staged_folder(out) as stage:
+        save_model(stage, model)
+        save_config(config, stage / "config.json")
+        _copy_model_files(model_dir, stage)
+        files = [*sorted(f.name for f in stage.iterdir()), PROVENANCE]
+        report = FuseReport(
+            out,
+            "mlx",
+            kind,
+            len(fused),
+            base_quant,
+            _describe(quantized_specs(model).values()),
+            dtype,
+            files,
+            layer_errors,
+            float_loss,
+            quantized_loss,
+        )
+        return finish(report, stage)
