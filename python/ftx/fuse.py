@@ -173,6 +173,7 @@ def fuse(
     from ftx.export.staging import check_new_folder
     from ftx.tuner.blas import use_fast_blas
 
+    start = time.perf_counter()
     opts = options or FuseOptions()
     opts.check()
     model, adapter, out = Path(model), Path(adapter), Path(out)
@@ -197,9 +198,27 @@ def fuse(
         "run": _run_manifest(adapter),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
     }
-    start = time.perf_counter()
-    report = _fuse(model, adapter, out, opts, adapter_config, provenance)
-    return replace(report, seconds=time.perf_counter() - start)
+    if opts.data is not None:
+        _check_data(opts.data, opts.split, model)
+    return _fuse(model, adapter, out, opts, adapter_config, provenance, start)
+
+
+def _check_data(data: Path, split: str, model: Path) -> None:
+    """The split exists and was tokenized with this model's tokenizer (else its perplexity
+    means nothing)."""
+    from ftx.data import read_manifest
+    from ftx.tuner.inputs import sha256_file
+
+    manifest = read_manifest(data)
+    if split not in manifest.get("splits", {}):
+        raise ConfigError(f"split = {split}: {data} has {sorted(manifest.get('splits', {}))}")
+    tokenizer = model / "tokenizer.json"
+    prepared_with = manifest.get("tokenizer", {}).get("sha256")
+    if tokenizer.is_file() and prepared_with != sha256_file(tokenizer):
+        raise ConfigError(
+            f"data = {data}: tokenized with another tokenizer (sha256 {prepared_with}) than "
+            f"{tokenizer}; prepare it again with this model"
+        )
 
 
 def _fuse(
@@ -209,6 +228,7 @@ def _fuse(
     opts: FuseOptions,
     adapter_config: dict[str, Any],
     provenance: dict[str, Any],
+    start: float,
 ) -> FuseReport:
     from mlx.utils import tree_flatten
     from mlx_lm.utils import dequantize_model, save_config, save_model
@@ -246,10 +266,11 @@ def _fuse(
             return None
         return split_loss(model, opts.data, opts.split, opts.max_length)
 
+    notes: list[str] = []
+
     def finish(report: FuseReport, stage: Path) -> FuseReport:
-        report = replace(
-            report, warnings=warnings_for(report.layer_errors, report.perplexity_change)
-        )
+        warnings = warnings_for(report.layer_errors, report.perplexity_change)
+        report = replace(report, warnings=[*warnings, *notes], seconds=time.perf_counter() - start)
         provenance["report"] = report.to_dict()
         (stage / PROVENANCE).write_text(
             json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8"
@@ -273,7 +294,7 @@ def _fuse(
     float_loss = loss()
 
     if opts.format == "gguf":
-        from ftx.export.gguf_file import write_gguf
+        from ftx.export.gguf_file import FLOAT_OF, write_gguf
 
         gtype = opts.gguf_type()
         name = f"model-{gtype}.gguf"
@@ -284,8 +305,14 @@ def _fuse(
                 config,
                 model_dir,
                 gtype,
-                name=model_dir.name,
+                model_dir.name,
+                {f.name: f.delta_norm for f in fused},
             )
+            if result.pre_tokenizer == "default":
+                notes.append(
+                    "tokenizer.ggml.pre = default: llama.cpp does not know this tokenizer's "
+                    "pre-tokenizer and will split text with its generic regex; check its output"
+                )
             quantized_loss = None
             if result.quantized_weights and opts.data is not None:
                 model.load_weights(list(result.quantized_weights.items()), strict=False)
@@ -297,7 +324,7 @@ def _fuse(
                 len(fused),
                 base_quant,
                 gtype.upper(),
-                dtype,
+                FLOAT_OF[gtype],
                 [name, PROVENANCE],
                 result.errors,
                 float_loss,

@@ -27,7 +27,8 @@ from ftx.export.merge import QuantSpec
 from ftx.export.quantization import LayerError, weight_error
 
 ARCHITECTURES = ("llama", "mistral")
-GGUF_TYPES = ("f32", "f16", "q8_0")
+# The float type of the 2-D tensors (Q8_0 blocks keep an f16 scale; 1-D tensors are F32).
+FLOAT_OF = {"f32": "float32", "f16": "float16", "q8_0": "float16"}
 Q8_BLOCK = 32
 FILE_TYPES = {
     "f32": gguf.LlamaFileType.ALL_F32,
@@ -190,8 +191,10 @@ def write_gguf(
     tokenizer_dir: Path,
     kind: str,
     name: str,
+    deltas: dict[str, float],
 ) -> GgufResult:
-    """Writes ``weights`` (float, mlx-lm llama names) as one GGUF of type ``kind``."""
+    """Writes ``weights`` (float, mlx-lm llama names) as one GGUF of type ``kind``;
+    ``deltas`` are the norms of the adapter's changes per merged layer, for the error report."""
     hp = Hyper.from_config(config)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
@@ -226,7 +229,8 @@ def write_gguf(
             data = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
             raw_type = gguf.GGMLQuantizationType.Q8_0
             back = mx.array(gguf.quants.dequantize(data, raw_type))
-            errors.append(weight_error(wname, weights[wname], back, spec, None))
+            module = wname.rsplit(".", 1)[0]
+            errors.append(weight_error(module, weights[wname], back, spec, deltas.get(module)))
             dequantized[wname] = back
         else:
             data = w.astype(np.float16)

@@ -33,6 +33,10 @@ def staged_folder(out: Path) -> Iterator[Path]:
     check_new_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    # mkdtemp makes a private folder; the result gets the permissions mkdir would give it.
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)
     try:
         yield stage
         for f in stage.rglob("*"):
