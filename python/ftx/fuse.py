@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ftx.errors import ConfigError, FtxFileNotFoundError
 
 if TYPE_CHECKING:
+    from ftx.export.merge import FusedLayer
     from ftx.export.perplexity import SplitLoss
     from ftx.export.quantization import LayerError
 
@@ -185,6 +186,8 @@ def fuse(
     from ftx.export.merge import read_adapter_config
 
     adapter_config = read_adapter_config(adapter)
+    if opts.data is not None:
+        _check_data(opts.data, opts.split, model)
     provenance: dict[str, Any] = {
         "format": "ftx-fuse",
         "created": datetime.now(timezone.utc).isoformat(),
@@ -198,8 +201,6 @@ def fuse(
         "run": _run_manifest(adapter),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
     }
-    if opts.data is not None:
-        _check_data(opts.data, opts.split, model)
     return _fuse(model, adapter, out, opts, adapter_config, provenance, start)
 
 
@@ -230,99 +231,126 @@ def _fuse(
     provenance: dict[str, Any],
     start: float,
 ) -> FuseReport:
-    from mlx.utils import tree_flatten
-    from mlx_lm.utils import dequantize_model, save_config, save_model
-
     from ftx import __version__
-    from ftx.export.merge import (
-        QuantSpec,
-        cast_floats,
-        float_dtype,
-        fuse_adapters,
-        load_adapter_into,
-        load_base,
-        quantized_specs,
-        set_quantization_entry,
-    )
-    from ftx.export.perplexity import split_loss
-    from ftx.export.quantization import (
-        plan_all,
-        plan_restore,
-        quantize_layers,
-        warnings_for,
-    )
-    from ftx.export.staging import staged_folder
+    from ftx.export.merge import float_dtype, load_adapter_into, load_base, quantized_specs
 
     provenance["ftx_version"] = __version__
     model, config = load_base(model_dir)
-    base_quant = _describe(quantized_specs(model).values())
-    dtype = opts.dtype or float_dtype(model)
+    job = _Job(
+        model=model,
+        config=config,
+        model_dir=model_dir,
+        out=out,
+        opts=opts,
+        kind=str(adapter_config.get("fine_tune_type", "lora")),
+        base_quant=_describe(quantized_specs(model).values()),
+        dtype=opts.dtype or float_dtype(model),
+        provenance=provenance,
+        start=start,
+    )
     load_adapter_into(model, model_dir, adapter)
-    kind = str(adapter_config.get("fine_tune_type", "lora"))
-    base_name = str(config.get("_name_or_path") or model_dir.resolve())
+    if opts.format == "peft":
+        return job.peft(adapter_config)
+    return job.gguf() if opts.format == "gguf" else job.mlx()
 
-    def loss() -> SplitLoss | None:
-        if opts.data is None:
+
+@dataclass
+class _Job:
+    """One fuse, from the loaded base + adapter to the written folder."""
+
+    model: Any
+    config: dict[str, Any]
+    model_dir: Path
+    out: Path
+    opts: FuseOptions
+    kind: str
+    base_quant: str
+    dtype: str
+    provenance: dict[str, Any]
+    start: float
+    notes: list[str] = field(default_factory=list)
+
+    def loss(self) -> SplitLoss | None:
+        from ftx.export.perplexity import split_loss
+
+        if self.opts.data is None:
             return None
-        return split_loss(model, opts.data, opts.split, opts.max_length)
+        return split_loss(self.model, self.opts.data, self.opts.split, self.opts.max_length)
 
-    notes: list[str] = []
+    def finish(self, report: FuseReport, stage: Path) -> FuseReport:
+        """Adds the warnings and the time, and writes the provenance file into ``stage``."""
+        from ftx.export.quantization import warnings_for
 
-    def finish(report: FuseReport, stage: Path) -> FuseReport:
         warnings = warnings_for(report.layer_errors, report.perplexity_change)
-        report = replace(report, warnings=[*warnings, *notes], seconds=time.perf_counter() - start)
-        provenance["report"] = report.to_dict()
+        report = replace(
+            report, warnings=[*warnings, *self.notes], seconds=time.perf_counter() - self.start
+        )
+        self.provenance["report"] = report.to_dict()
         (stage / PROVENANCE).write_text(
-            json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8"
+            json.dumps(self.provenance, indent=2, default=str) + "\n", encoding="utf-8"
         )
         return report
 
-    if opts.format == "peft":
+    def merge(self, dequantize: bool) -> list[FusedLayer]:
+        """Merges the adapter layers; the float fused model, in the output dtype."""
+        from mlx_lm.utils import dequantize_model
+
+        from ftx.export.merge import cast_floats, fuse_adapters
+
+        fused = fuse_adapters(self.model)
+        if dequantize:
+            self.model = dequantize_model(self.model)
+        cast_floats(self.model, self.dtype)
+        return fused
+
+    def peft(self, adapter_config: dict[str, Any]) -> FuseReport:
         from ftx.export.peft_adapter import PEFT_CONFIG, PEFT_WEIGHTS, write_peft
+        from ftx.export.staging import staged_folder
 
-        with staged_folder(out) as stage:
-            n = write_peft(stage, model, adapter_config, base_name)
+        base_name = str(self.config.get("_name_or_path") or self.model_dir.resolve())
+        with staged_folder(self.out) as stage:
+            n = write_peft(stage, self.model, adapter_config, base_name)
             files = [PEFT_WEIGHTS, PEFT_CONFIG, PROVENANCE]
-            return finish(
-                FuseReport(out, "peft", kind, n, base_quant, "float", dtype, files), stage
+            report = FuseReport(
+                self.out, "peft", self.kind, n, self.base_quant, "float", self.dtype, files
             )
+            return self.finish(report, stage)
 
-    fused = fuse_adapters(model)
-    if opts.format == "gguf" or opts.dequantize or opts.quantize is not None:
-        model = dequantize_model(model)
-    cast_floats(model, dtype)
-    float_loss = loss()
+    def gguf(self) -> FuseReport:
+        from mlx.utils import tree_flatten
 
-    if opts.format == "gguf":
         from ftx.export.gguf_file import FLOAT_OF, write_gguf
+        from ftx.export.staging import staged_folder
 
-        gtype = opts.gguf_type()
+        fused = self.merge(dequantize=True)
+        float_loss = self.loss()
+        gtype = self.opts.gguf_type()
         name = f"model-{gtype}.gguf"
-        with staged_folder(out) as stage:
+        with staged_folder(self.out) as stage:
             result = write_gguf(
                 stage / name,
-                dict(tree_flatten(model.parameters())),
-                config,
-                model_dir,
+                dict(tree_flatten(self.model.parameters())),
+                self.config,
+                self.model_dir,
                 gtype,
-                model_dir.name,
+                self.model_dir.name,
                 {f.name: f.delta_norm for f in fused},
             )
             if result.pre_tokenizer == "default":
-                notes.append(
+                self.notes.append(
                     "tokenizer.ggml.pre = default: llama.cpp does not know this tokenizer's "
                     "pre-tokenizer and will split text with its generic regex; check its output"
                 )
             quantized_loss = None
-            if result.quantized_weights and opts.data is not None:
-                model.load_weights(list(result.quantized_weights.items()), strict=False)
-                quantized_loss = loss()
+            if result.quantized_weights and self.opts.data is not None:
+                self.model.load_weights(list(result.quantized_weights.items()), strict=False)
+                quantized_loss = self.loss()
             report = FuseReport(
-                out,
+                self.out,
                 "gguf",
-                kind,
+                self.kind,
                 len(fused),
-                base_quant,
+                self.base_quant,
                 gtype.upper(),
                 FLOAT_OF[gtype],
                 [name, PROVENANCE],
@@ -330,33 +358,43 @@ def _fuse(
                 float_loss,
                 quantized_loss,
             )
-            return finish(report, stage)
+            return self.finish(report, stage)
 
-    if opts.quantize is not None:
-        plan = plan_all(model, QuantSpec(opts.group_size, opts.quantize))
-    elif opts.dequantize:
-        plan = {}
-    else:
-        plan = plan_restore(fused)
-    layer_errors = quantize_layers(model, plan, fused)
-    quantized_loss = loss() if plan else None
-    set_quantization_entry(config, model)
-    with staged_folder(out) as stage:
-        save_model(stage, model)
-        save_config(config, stage / "config.json")
-        _copy_model_files(model_dir, stage)
-        files = [*sorted(f.name for f in stage.iterdir()), PROVENANCE]
-        report = FuseReport(
-            out,
-            "mlx",
-            kind,
-            len(fused),
-            base_quant,
-            _describe(quantized_specs(model).values()),
-            dtype,
-            files,
-            layer_errors,
-            float_loss,
-            quantized_loss,
-        )
-        return finish(report, stage)
+    def mlx(self) -> FuseReport:
+        from mlx_lm.utils import save_config, save_model
+
+        from ftx.export.merge import QuantSpec, quantized_specs, set_quantization_entry
+        from ftx.export.quantization import plan_all, plan_restore, quantize_layers
+        from ftx.export.staging import staged_folder
+
+        opts = self.opts
+        fused = self.merge(dequantize=opts.dequantize or opts.quantize is not None)
+        float_loss = self.loss()
+        if opts.quantize is not None:
+            plan = plan_all(self.model, QuantSpec(opts.group_size, opts.quantize))
+        elif opts.dequantize:
+            plan = {}
+        else:
+            plan = plan_restore(fused)
+        layer_errors = quantize_layers(self.model, plan, fused)
+        quantized_loss = self.loss() if plan else None
+        set_quantization_entry(self.config, self.model)
+        with staged_folder(self.out) as stage:
+            save_model(stage, self.model)
+            save_config(self.config, stage / "config.json")
+            _copy_model_files(self.model_dir, stage)
+            files = [*sorted(f.name for f in stage.iterdir()), PROVENANCE]
+            report = FuseReport(
+                self.out,
+                "mlx",
+                self.kind,
+                len(fused),
+                self.base_quant,
+                _describe(quantized_specs(self.model).values()),
+                self.dtype,
+                files,
+                layer_errors,
+                float_loss,
+                quantized_loss,
+            )
+            return self.finish(report, stage)
