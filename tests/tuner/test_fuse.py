@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import build_model
+from conftest import TOKENIZER, build_model
 
 from ftx.errors import ConfigError
 from ftx.fuse import PROVENANCE, FuseOptions, fuse
@@ -174,9 +174,13 @@ def test_data_must_match_the_tokenizer(
 
 
 def test_failed_fuse_leaves_nothing(tmp_path: Path) -> None:
-    base = build_model(tmp_path / "qwen", arch="qwen2")
+    base = build_model(tmp_path / "spm")
+    tok = json.loads((base / "tokenizer.json").read_text(encoding="utf-8"))
+    tok["decoder"] = {"type": "Metaspace", "replacement": "\u2581"}
+    (base / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
     adapter = make_adapter(tmp_path / "run", base)
-    with pytest.raises(ConfigError, match="model_type 'qwen2' is not supported"):
+    # The tokenizer is refused while the GGUF is being written, inside the staging folder.
+    with pytest.raises(ConfigError, match="not a byte-level BPE tokenizer"):
         fuse(base, adapter, tmp_path / "out" / "gguf", FuseOptions(format="gguf"))
     assert list((tmp_path / "out").iterdir()) == []
     (tmp_path / "taken").mkdir()
@@ -349,56 +353,47 @@ def test_qk_permutation_is_llama_cpps() -> None:
     assert (unpermute_qk(p, heads) == w).all()
 
 
-def gguf_as_mlx(path: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """The GGUF's tensors under mlx-lm names, dequantized and with Q/K rows unpermuted."""
+def gguf_as_mlx(path: Path, base: Path) -> dict[str, Any]:
+    """The GGUF's tensors under the base model's mlx-lm names, dequantized, with llama's Q/K rows
+    unpermuted."""
     import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import load_model
 
     from ftx.export.gguf_file import gguf_name, unpermute_qk
 
+    config = config_of(base)
+    model, _ = load_model(base)
     loaded = mx.load(str(path))
     assert isinstance(loaded, dict)
-    names = {
-        gguf_name(n): n
-        for n in (
-            ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
-            + [
-                f"model.layers.{i}.{m}.weight"
-                for i in range(config["num_hidden_layers"])
-                for m in (
-                    "input_layernorm",
-                    "post_attention_layernorm",
-                    "self_attn.q_proj",
-                    "self_attn.k_proj",
-                    "self_attn.v_proj",
-                    "self_attn.o_proj",
-                    "mlp.gate_proj",
-                    "mlp.up_proj",
-                    "mlp.down_proj",
-                )
-            ]
-        )
-    }
     out = {}
-    for gname, mname in names.items():
+    for mname, _ in tree_flatten(model.parameters()):
+        gname = gguf_name(mname)
         if gname not in loaded:  # output.weight of a model with tied embeddings
             continue
-        stem = gname.removesuffix(".weight")
+        stem = gname.rsplit(".", 1)[0]
         w = loaded[gname]
         if f"{stem}.scales" in loaded:  # mx.load gives Q8_0 as 8-bit affine, groups of 32
             w = mx.dequantize(w, loaded[f"{stem}.scales"], loaded[f"{stem}.biases"], 32, 8)
         w = np.array(w.astype(mx.float32))
-        if ".attn_q." in gname:
-            w = unpermute_qk(w, config["num_attention_heads"])
-        elif ".attn_k." in gname:
-            w = unpermute_qk(w, config["num_key_value_heads"])
+        if config["model_type"] == "llama" and stem.endswith((".attn_q", ".attn_k")):
+            heads = config["num_attention_heads" if stem.endswith("q") else "num_key_value_heads"]
+            w = unpermute_qk(w, heads)
         out[mname] = mx.array(w)
     return out
 
 
-def test_gguf_of_tied_embeddings_has_no_output_tensor(tmp_path: Path) -> None:
-    import gguf
+def gguf_logits(path: Path, base: Path) -> np.ndarray:
     import mlx.core as mx
     from mlx_lm.utils import load_model
+
+    model, _ = load_model(base)
+    model.load_weights(list(gguf_as_mlx(path, base).items()))
+    return np.array(model(mx.array([PROMPT])).astype(mx.float32))
+
+
+def test_gguf_of_tied_embeddings_has_no_output_tensor(tmp_path: Path) -> None:
+    import gguf
 
     base = build_model(tmp_path / "tied", tie_word_embeddings=True)
     adapter = make_adapter(tmp_path / "run", base)
@@ -406,10 +401,65 @@ def test_gguf_of_tied_embeddings_has_no_output_tensor(tmp_path: Path) -> None:
     fuse(base, adapter, tmp_path / "g", FuseOptions(format="gguf", dtype="float32"))
     path = tmp_path / "g" / "model-f32.gguf"
     assert "output.weight" not in {t.name for t in gguf.GGUFReader(path).tensors}
-    model, _ = load_model(base)
-    model.load_weights(list(gguf_as_mlx(path, config_of(base)).items()))
-    got = np.array(model(mx.array([PROMPT])).astype(mx.float32))
-    assert max_diff(got, logits(tmp_path / "fused")) < FLOAT32_TOLERANCE
+    assert max_diff(gguf_logits(path, base), logits(tmp_path / "fused")) < FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize(("arch", "extra"), [("qwen2", "attn_q.bias"), ("qwen3", "attn_q_norm")])
+def test_gguf_of_qwen(tmp_path: Path, arch: str, extra: str) -> None:
+    import gguf
+
+    base = build_model(tmp_path / arch, arch=arch)
+    adapter = make_adapter(tmp_path / "run", base)
+    fuse(base, adapter, tmp_path / "fused")
+    fuse(base, adapter, tmp_path / "g", FuseOptions(format="gguf", dtype="float32"))
+    path = tmp_path / "g" / "model-f32.gguf"
+    reader = gguf.GGUFReader(path)
+    assert reader.fields["general.architecture"].contents() == arch
+    assert int(reader.fields[f"{arch}.attention.head_count_kv"].contents()) == 2
+    assert f"blk.0.{extra}.weight" in {t.name for t in reader.tensors} or (
+        f"blk.0.{extra}" in {t.name for t in reader.tensors}
+    )
+    assert max_diff(gguf_logits(path, base), logits(tmp_path / "fused")) < FLOAT32_TOLERANCE
+
+
+def test_llama3_rope_scaling_becomes_rope_freqs(tmp_path: Path) -> None:
+    import gguf
+    import mlx.core as mx
+    from mlx_lm.models.rope_utils import Llama3RoPE
+
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    base = build_model(tmp_path / "l3", rope_scaling=scaling, rope_theta=500000.0)
+    adapter = make_adapter(tmp_path / "run", base)
+    fuse(base, adapter, tmp_path / "g", FuseOptions(format="gguf"))
+    tensors = {t.name: t for t in gguf.GGUFReader(tmp_path / "g" / "model-f16.gguf").tensors}
+    got = np.array(tensors["rope_freqs.weight"].data)
+    rope = Llama3RoPE(16, 2048, False, 500000.0, scaling)
+    periods = np.array(500000.0 ** (mx.arange(0, 16, 2) / 16))
+    expected = np.array(rope._freqs) / periods
+    # The three bands: unscaled, smoothed, scaled by the factor.
+    assert expected.min() == pytest.approx(1.0) and expected.max() == pytest.approx(32.0)
+    assert ((expected > 1.01) & (expected < 31.9)).any()
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_pre_tokenizer_names_of_real_tokenizers(shared: Path) -> None:
+    import gzip
+
+    from ftx.export.gguf_file import pre_tokenizer
+
+    def name(path: Path) -> str:
+        return pre_tokenizer(json.loads(gzip.decompress(path.read_bytes())))
+
+    assert name(shared / "tokenizers" / "llama3" / "tokenizer.json.gz") == "llama-bpe"
+    assert name(shared / "tokenizers" / "qwen3" / "tokenizer.json.gz") == "qwen2"
+    tiny = json.loads((TOKENIZER / "tokenizer.json").read_text(encoding="utf-8"))
+    assert pre_tokenizer(tiny) == "gpt-2"
 
 
 @pytest.mark.parametrize(("quantize", "tolerance"), [(None, 2e-3), (8, 3e-2)])
@@ -423,7 +473,6 @@ def test_gguf_reads_back_to_the_same_logits(
 ) -> None:
     import gguf
     import mlx.core as mx
-    from mlx_lm.utils import load_model
 
     report = fuse(tiny_llama, lora, tmp_path / "g", FuseOptions(format="gguf", quantize=quantize))
     kind = "q8_0" if quantize else "f16"
@@ -449,10 +498,7 @@ def test_gguf_reads_back_to_the_same_logits(
     assert int(reader.fields["llama.attention.head_count_kv"].contents()) == 2
     assert reader.fields["general.file_type"].contents() == (7 if quantize else 1)
 
-    model, _ = load_model(tiny_llama)
-    model.load_weights(list(gguf_as_mlx(path, config).items()))
-    got = np.array(model(mx.array([PROMPT])).astype(mx.float32))
-    assert max_diff(got, logits(fused)) < tolerance
+    assert max_diff(gguf_logits(path, tiny_llama), logits(fused)) < tolerance
     if quantize:
         assert report.max_relative_error is not None and 0 < report.max_relative_error < 0.01
 

@@ -1,11 +1,14 @@
-"""A fused llama-architecture model as one GGUF file for llama.cpp / Ollama (F32, F16 or Q8_0),
-with its tokenizer and chat template in the metadata.
+"""A fused model as one GGUF file for llama.cpp / Ollama (F32, F16 or Q8_0), with its tokenizer
+and chat template in the metadata. Architectures: llama (and mistral, the same layout), qwen2,
+qwen3.
 
-Two conventions of llama.cpp's own converter (``convert_hf_to_gguf.py``) are followed. Tensor
+The conventions of llama.cpp's own converter (``convert_hf_to_gguf.py``) are followed. Tensor
 names: ``token_embd``, ``blk.N.attn_q``, ..., ``output``. Q/K rows: Hugging Face (and mlx-lm)
-llama weights rotate the two halves of each head (``rotate_half``); llama.cpp's rope rotates
-interleaved pairs, so the rows of ``attn_q`` and ``attn_k`` are permuted per head
-(``permute_qk``; ``unpermute_qk`` undoes it). 1-D tensors (norms) stay F32, as there.
+llama weights rotate the two halves of each head (``rotate_half``); llama.cpp's llama rope
+rotates interleaved pairs, so for llama the rows of ``attn_q`` and ``attn_k`` are permuted per
+head (``permute_qk``; ``unpermute_qk`` undoes it); qwen2/qwen3 use llama.cpp's NEOX rope and
+are written as they are. Llama 3's rope scaling becomes the ``rope_freqs`` tensor, computed as
+llama.cpp's converter does. 1-D tensors (norms, biases) stay F32, as there.
 Q8_0 works in blocks of 32 along a row, so it commutes with that row permutation: the error
 measured on the unpermuted weights is the error of the file.
 """
@@ -13,6 +16,7 @@ measured on the unpermuted weights is the error of the file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,20 @@ from ftx.errors import ConfigError
 from ftx.export.merge import QuantSpec
 from ftx.export.quantization import LayerError, weight_error
 
-ARCHITECTURES = ("llama", "mistral")
+# model_type -> (GGUF architecture, whether Q/K rows are permuted for llama.cpp's rope).
+ARCHITECTURES = {
+    "llama": ("llama", True),
+    "mistral": ("llama", True),
+    "qwen2": ("qwen2", False),
+    "qwen3": ("qwen3", False),
+}
+# pre_tokenizer Split regex -> llama.cpp's tokenizer.ggml.pre name.
+PRE_TOKENIZERS = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+}
 # The float type of the 2-D tensors (Q8_0 blocks keep an f16 scale; 1-D tensors are F32).
 FLOAT_OF = {"f32": "float32", "f16": "float16", "q8_0": "float16"}
 Q8_BLOCK = 32
@@ -45,6 +62,8 @@ BLOCK_NAMES = {
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
 }
 TOP_NAMES = {
     "model.embed_tokens": "token_embd",
@@ -56,7 +75,7 @@ Array = npt.NDArray[Any]
 
 
 def gguf_name(name: str) -> str:
-    """mlx-lm's llama weight name -> llama.cpp's tensor name."""
+    """mlx-lm weight name -> llama.cpp tensor name."""
     module, leaf = name.rsplit(".", 1)
     if module in TOP_NAMES:
         return f"{TOP_NAMES[module]}.{leaf}"
@@ -80,6 +99,8 @@ def unpermute_qk(w: Array, heads: int) -> Array:
 
 @dataclass(frozen=True)
 class Hyper:
+    arch: str
+    permute: bool
     hidden: int
     layers: int
     ffn: int
@@ -88,6 +109,7 @@ class Hyper:
     head_dim: int
     eps: float
     rope_theta: float
+    rope_scaling: dict[str, Any] | None
     context: int
     vocab: int
 
@@ -98,11 +120,15 @@ class Hyper:
                 f"format = gguf: model_type {c.get('model_type')!r} is not supported "
                 f"(supported: {', '.join(ARCHITECTURES)})"
             )
+        arch, permute = ARCHITECTURES[c["model_type"]]
         scaling = c.get("rope_scaling")
-        if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
+        kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
+        if kind not in (None, "default", "llama3") or (kind == "llama3" and arch != "llama"):
             raise ConfigError(f"format = gguf: rope_scaling {scaling} is not supported yet")
         heads = int(c["num_attention_heads"])
         return cls(
+            arch=arch,
+            permute=permute,
             hidden=int(c["hidden_size"]),
             layers=int(c["num_hidden_layers"]),
             ffn=int(c["intermediate_size"]),
@@ -111,16 +137,40 @@ class Hyper:
             head_dim=int(c.get("head_dim") or c["hidden_size"] // heads),
             eps=float(c.get("rms_norm_eps", 1e-5)),
             rope_theta=float(c.get("rope_theta", 10000.0)),
+            rope_scaling=scaling if kind == "llama3" else None,
             context=int(c.get("max_position_embeddings", 2048)),
             vocab=int(c["vocab_size"]),
         )
 
     def qk_heads(self, gname: str) -> int | None:
+        """Heads to permute the rows of this tensor by, if it is a llama Q or K projection."""
+        if not self.permute:
+            return None
         if ".attn_q." in gname:
             return self.heads
         if ".attn_k." in gname:
             return self.kv_heads
         return None
+
+
+def llama3_rope_factors(hp: Hyper) -> Array:
+    """Llama 3's frequency scaling as per-frequency divisors (``rope_freqs``), the formula of
+    llama.cpp's converter (and of mlx-lm's ``Llama3RoPE``)."""
+    s = hp.rope_scaling or {}
+    factor = float(s.get("factor", 8.0))
+    low, high = float(s.get("low_freq_factor", 1.0)), float(s.get("high_freq_factor", 4.0))
+    old_context = float(s.get("original_max_position_embeddings", 8192))
+    dims = hp.head_dim
+    freqs = 1.0 / hp.rope_theta ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+    wavelen = 2 * math.pi / freqs
+    smooth = (old_context / wavelen - low) / (high - low)
+    factors = np.where(
+        wavelen < old_context / high,
+        1.0,
+        np.where(wavelen > old_context / low, factor, 1.0 / ((1 - smooth) / factor + smooth)),
+    )
+    out: Array = factors.astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)
@@ -133,12 +183,16 @@ class GgufResult:
     quantized_weights: dict[str, mx.array]
 
 
-def _pre_tokenizer(tok: dict[str, Any]) -> str:
-    """llama.cpp's name of the pre-tokenizer regex: plain byte-level with GPT-2's regex is
-    ``gpt-2``; anything else gets llama.cpp's ``default`` (its generic regex)."""
+def pre_tokenizer(tok: dict[str, Any]) -> str:
+    """llama.cpp's name of the pre-tokenizer: plain byte-level with GPT-2's regex is ``gpt-2``,
+    a Split by a known regex then byte-level is named by that regex (Llama 3, Qwen2); anything
+    else gets llama.cpp's ``default`` (its generic regex)."""
     pre = tok.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2"
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    if len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel":
+        return PRE_TOKENIZERS.get(steps[0].get("pattern", {}).get("Regex", ""), "default")
     return "default"
 
 
@@ -168,7 +222,7 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab: int) -> str:
             types[i] = (
                 gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
             )
-    pre = _pre_tokenizer(tok)
+    pre = pre_tokenizer(tok)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
@@ -196,7 +250,7 @@ def write_gguf(
     """Writes ``weights`` (float, mlx-lm llama names) as one GGUF of type ``kind``;
     ``deltas`` are the norms of the adapter's changes per merged layer, for the error report."""
     hp = Hyper.from_config(config)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), hp.arch)
     writer.add_name(name)
     writer.add_context_length(hp.context)
     writer.add_embedding_length(hp.hidden)
@@ -219,6 +273,8 @@ def write_gguf(
     errors: list[LayerError] = []
     dequantized: dict[str, mx.array] = {}
     spec = QuantSpec(Q8_BLOCK, 8, "q8_0")
+    if hp.rope_scaling is not None:
+        writer.add_tensor("rope_freqs.weight", llama3_rope_factors(hp))
     for wname in sorted(weights):
         gname = gguf_name(wname)
         w = _to_numpy(weights[wname])
