@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 FORMATS = ("mlx", "gguf", "peft")
 QUANTIZE_BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
+DEFAULT_GROUP_SIZE = 64
 FLOAT_DTYPES = ("float16", "bfloat16", "float32")
 PROVENANCE = "ftx_fuse.json"
 RUN_MANIFEST = "manifest.json"
@@ -48,7 +49,7 @@ class FuseOptions:
     format: str = "mlx"
     dequantize: bool = False
     quantize: int | None = None
-    group_size: int = 64
+    group_size: int | None = None
     dtype: str | None = None
     data: Path | None = None
     split: str = "test"
@@ -61,7 +62,11 @@ class FuseOptions:
             raise ConfigError("dequantize and quantize: choose one")
         if self.quantize is not None and self.quantize not in QUANTIZE_BITS:
             raise ConfigError(f"quantize = {self.quantize}: one of {QUANTIZE_BITS}")
-        if self.group_size not in GROUP_SIZES:
+        if self.group_size is not None and self.quantize is None:
+            raise ConfigError(f"group_size = {self.group_size}: only used with quantize")
+        if self.group_size is not None and self.format == "gguf":
+            raise ConfigError("group_size: GGUF's Q8_0 has fixed blocks of 32")
+        if self.group_size is not None and self.group_size not in GROUP_SIZES:
             raise ConfigError(f"group_size = {self.group_size}: one of {GROUP_SIZES}")
         if self.dtype is not None and self.dtype not in FLOAT_DTYPES:
             raise ConfigError(f"dtype = {self.dtype}: one of {', '.join(FLOAT_DTYPES)}")
@@ -309,10 +314,10 @@ class _Job:
 
         base_name = str(self.config.get("_name_or_path") or self.model_dir.resolve())
         with staged_folder(self.out) as stage:
-            n = write_peft(stage, self.model, adapter_config, base_name)
+            n, dtype = write_peft(stage, self.model, adapter_config, base_name)
             files = [PEFT_WEIGHTS, PEFT_CONFIG, PROVENANCE]
             report = FuseReport(
-                self.out, "peft", self.kind, n, self.base_quant, "float", self.dtype, files
+                self.out, "peft", self.kind, n, self.base_quant, "float", dtype, files
             )
             return self.finish(report, stage)
 
@@ -371,7 +376,8 @@ class _Job:
         fused = self.merge(dequantize=opts.dequantize or opts.quantize is not None)
         float_loss = self.loss()
         if opts.quantize is not None:
-            plan = plan_all(self.model, QuantSpec(opts.group_size, opts.quantize))
+            group_size = opts.group_size or DEFAULT_GROUP_SIZE
+            plan = plan_all(self.model, QuantSpec(group_size, opts.quantize))
         elif opts.dequantize:
             plan = {}
         else:

@@ -533,3 +533,20 @@ def test_fuse_help_does_not_import_mlx() -> None:
     assert "--dequantize" in out.stdout
     mods = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert not {m for m in mods if m == "mlx" or m.startswith(("mlx.", "mlx_lm"))}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (FuseOptions(group_size=32), "only used with quantize"),
+        (FuseOptions(format="gguf", quantize=8, group_size=32), "fixed blocks of 32"),
+        (FuseOptions(format="gguf", quantize=4), "Q8_0"),
+        (FuseOptions(format="peft", dtype="float16"), "as trained"),
+        (FuseOptions(quantize=3), "one of"),
+    ],
+)
+def test_options_are_checked_before_anything_loads(
+    options: FuseOptions, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        fuse(tmp_path / "no-model", tmp_path / "no-run", tmp_path / "out", options)

@@ -10,7 +10,15 @@ import click
 from rich.table import Table
 
 from ftx.cli._common import common_options, guarded, print_json
-from ftx.fuse import FLOAT_DTYPES, FORMATS, GROUP_SIZES, QUANTIZE_BITS, FuseOptions, FuseReport
+from ftx.fuse import (
+    DEFAULT_GROUP_SIZE,
+    FLOAT_DTYPES,
+    FORMATS,
+    GROUP_SIZES,
+    QUANTIZE_BITS,
+    FuseOptions,
+    FuseReport,
+)
 from ftx.report import err_console, out_console
 
 # Layers listed in the summary table (worst first); --json has them all.
@@ -93,9 +101,7 @@ def _summary(r: FuseReport) -> Table:
 @click.option(
     "--group-size",
     type=click.Choice([str(g) for g in GROUP_SIZES]),
-    default="64",
-    show_default=True,
-    help="Group size of --quantize (MLX formats).",
+    help=f"Group size of --quantize (MLX format; default {DEFAULT_GROUP_SIZE}).",
 )
 @click.option(
     "--dtype",
@@ -123,7 +129,7 @@ def command(
     fmt: str,
     dequantize: bool,
     quantize: str | None,
-    group_size: str,
+    group_size: str | None,
     dtype: str | None,
     data: Path | None,
     split: str,
@@ -147,7 +153,7 @@ def command(
         format=fmt,
         dequantize=dequantize,
         quantize=int(quantize) if quantize is not None else None,
-        group_size=int(group_size),
+        group_size=int(group_size) if group_size is not None else None,
         dtype=dtype,
         data=data,
         split=split,

@@ -79,10 +79,12 @@ def peft_config(model: nn.Module, adapter_config: dict[str, Any], base_name: str
 
 def write_peft(
     folder: Path, model: nn.Module, adapter_config: dict[str, Any], base_name: str
-) -> int:
-    """Writes the two PEFT files; returns the number of adapted layers."""
+) -> tuple[int, str]:
+    """Writes the two PEFT files, tensors in the dtype they were trained in; returns the
+    number of adapted layers and that dtype."""
     config = peft_config(model, adapter_config, base_name)
     tensors = peft_tensors(model)
     mx.save_safetensors(str(folder / PEFT_WEIGHTS), tensors, metadata={"format": "pt"})
     (folder / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return len(adapter_layers(model))
+    dtypes = sorted({str(v.dtype).removeprefix("mlx.core.") for v in tensors.values()})
+    return len(adapter_layers(model)), "/".join(dtypes)
