@@ -3,8 +3,8 @@
 A fused delta is a small change to every weight; a 4-bit grid cannot hold most of it, so every
 re-quantization is measured, layer by layer: the relative error ``|Q(W) - W| / |W|`` (Frobenius
 norms) against the float fused weight, and, for merged layers, the same error over the norm of
-what the adapter changed (``|Q(W) - W| / |delta|``; near or above 1 the fine-tune is mostly
-lost in that layer).
+what the adapter changed (``|Q(W) - W| / |delta|``; above 1, quantizing moved the layer further
+than the fine-tune did, and only a perplexity measurement tells how much of it survived).
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def warnings_for(errors: list[LayerError], perplexity_change: float | None) -> l
     if drowned:
         out.append(
             f"{len(drowned)} of {sum(e.delta_relative_error is not None for e in errors)} merged "
-            "layer(s) have a quantization error larger than the adapter's change to them: much "
-            "of the fine-tune is lost there (use --dequantize, or --quantize 8)"
+            "layer(s) were moved by quantization more than by the adapter: part of the "
+            "fine-tune may be lost (measure with --data; or use --dequantize, or --quantize 8)"
         )
     if perplexity_change is not None and perplexity_change > PERPLEXITY_INCREASE_WARN:
         out.append(
