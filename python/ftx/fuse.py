@@ -313,6 +313,11 @@ class _Job:
         from ftx.export.staging import staged_folder
 
         base_name = str(self.config.get("_name_or_path") or self.model_dir.resolve())
+        if self.base_quant != "float":
+            self.notes.append(
+                f"the adapter was trained on a quantized base ({self.base_quant}); applied to "
+                f"the float {base_name} it computes a slightly different model"
+            )
         with staged_folder(self.out) as stage:
             n, dtype = write_peft(stage, self.model, adapter_config, base_name)
             files = [PEFT_WEIGHTS, PEFT_CONFIG, PROVENANCE]

@@ -311,6 +311,13 @@ def test_peft_names_shapes_and_weights(
             assert mx.allclose(w + scaling * (b @ a), merged[f"{module}.weight"], atol=1e-6)
 
 
+def test_peft_of_a_qlora_adapter_notes_the_quantized_base(q4_base: Path, tmp_path: Path) -> None:
+    adapter = make_adapter(tmp_path / "run", q4_base)
+    report = fuse(q4_base, adapter, tmp_path / "peft", FuseOptions(format="peft"))
+    assert report.dtype == "float32"
+    assert any("trained on a quantized base (4-bit, group 64" in w for w in report.warnings)
+
+
 def test_peft_dora_and_partial_layers(tiny_llama: Path, tmp_path: Path) -> None:
     import mlx.core as mx
 
