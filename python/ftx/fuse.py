@@ -276,11 +276,11 @@ class _Job:
     notes: list[str] = field(default_factory=list)
 
     def loss(self) -> SplitLoss | None:
-        from ftx.export.perplexity import split_loss
+        from ftx.export.perplexity import model_loss
 
         if self.opts.data is None:
             return None
-        return split_loss(self.model, self.opts.data, self.opts.split, self.opts.max_length)
+        return model_loss(self.model, self.opts.data, self.opts.split, self.opts.max_length)
 
     def finish(self, report: FuseReport, stage: Path) -> FuseReport:
         """Adds the warnings and the time, and writes the provenance file into ``stage``."""

@@ -257,6 +257,23 @@ def test_quantize_reports_weight_error_and_perplexity(
     assert prov["report"]["perplexity_change"] == pytest.approx(q4.perplexity_change)
 
 
+def test_cpu_evaluation_through_the_float32_twin_is_the_quantized_model(
+    q4_base: Path, prepared: Path
+) -> None:
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    from ftx.export.perplexity import float32_twin, split_loss
+
+    model, _ = load_model(q4_base)
+    twin = float32_twin(model)
+    assert not [n for n, m in twin.named_modules() if hasattr(m, "bits")]
+    x = mx.array([PROMPT])
+    assert max_diff(np.array(twin(x)), np.array(model(x).astype(mx.float32))) < 1e-4
+    direct = split_loss(model, prepared, "test", 64)
+    assert split_loss(twin, prepared, "test", 64).loss == pytest.approx(direct.loss, rel=1e-5)
+
+
 def test_warnings_above_thresholds() -> None:
     from ftx.export.quantization import LayerError, warnings_for
 
