@@ -387,7 +387,7 @@ class _Job:
             plan = {}
         else:
             plan = plan_restore(fused)
-        layer_errors = quantize_layers(self.model, plan, fused)
+        layer_errors = quantize_layers(self.model, plan, fused, keep_grid=opts.quantize is None)
         quantized_loss = self.loss() if plan else None
         set_quantization_entry(self.config, self.model)
         with staged_folder(self.out) as stage:

@@ -233,6 +233,49 @@ def test_quantized_base_is_requantized_with_its_own_setting(q4_base: Path, tmp_p
     )
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_base_grid_rounding_packs_like_mlx_and_bounds_the_error(bits: int) -> None:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from ftx.export.merge import QuantSpec
+    from ftx.export.quantization import on_base_grid
+
+    mx.random.seed(bits)
+    base = nn.Linear(128, 16, bias=False).to_quantized(group_size=32, bits=bits)
+    spec = QuantSpec(32, bits)
+    w = mx.dequantize(base.weight, base.scales, base.biases, 32, bits)
+    unchanged = nn.Linear(128, 16, bias=False)
+    unchanged.weight = w
+    # Nothing merged: the codes come back exactly, packed as MLX packs them.
+    same = on_base_grid(unchanged, spec, (base.scales, base.biases))
+    assert mx.array_equal(same.weight, base.weight)
+    moved = nn.Linear(128, 16, bias=False)
+    delta = mx.random.normal(w.shape) * 0.01
+    moved.weight = w + delta
+    q = on_base_grid(moved, spec, (base.scales, base.biases))
+    err = mx.dequantize(q.weight, q.scales, q.biases, 32, bits) - moved.weight
+    # Never further from the merged weight than the base's own code.
+    assert bool((mx.abs(err) <= mx.abs(delta) + 1e-6).all())
+
+
+def test_small_adapter_keeps_the_base_grid(q4_base: Path, tmp_path: Path) -> None:
+    import mlx.core as mx
+
+    adapter = make_adapter(tmp_path / "run", q4_base)
+    weights = mx.load(str(adapter / "adapters.safetensors"))
+    small = {k: v * 0.01 if k.endswith("lora_b") else v for k, v in weights.items()}
+    mx.save_safetensors(str(adapter / "adapters.safetensors"), small)
+    report = fuse(q4_base, adapter, tmp_path / "out")
+    assert report.layer_errors and all(e.base_grid for e in report.layer_errors)
+    assert all((e.delta_relative_error or 0) <= 1.0 for e in report.layer_errors)
+    before = mx.load(str(q4_base / "model.safetensors"))
+    after = mx.load(str(tmp_path / "out" / "model.safetensors"))
+    name = "model.layers.1.self_attn.q_proj"
+    assert mx.array_equal(before[f"{name}.scales"], after[f"{name}.scales"])
+    assert max_diff(logits(tmp_path / "out"), logits(q4_base, adapter)) < 0.05
+
+
 def test_quantize_reports_weight_error_and_perplexity(
     tiny_llama: Path, lora: Path, prepared: Path, tmp_path: Path
 ) -> None:

@@ -43,12 +43,14 @@ class QuantSpec:
 
 @dataclass(frozen=True)
 class FusedLayer:
-    """One merged layer: how its base weight was stored and the norm of what the adapter
-    changed (the yardstick a re-quantization error is compared with)."""
+    """One merged layer: how its base weight was stored (and, if quantized, the base's grid:
+    its scales and biases), and the norm of what the adapter changed (the yardstick a
+    re-quantization error is compared with)."""
 
     name: str
     base_quant: QuantSpec | None
     delta_norm: float
+    grid: tuple[mx.array, mx.array | None] | None = None
 
 
 def read_adapter_config(adapter: Path) -> dict[str, Any]:
@@ -124,7 +126,8 @@ def fuse_adapters(model: nn.Module) -> list[FusedLayer]:
         delta = merged.weight - float_weight(base).astype(merged.weight.dtype)
         norm = float(mx.linalg.norm(delta.astype(mx.float32)).item())  # type: ignore[arg-type]
         fused.append((name, merged))
-        report.append(FusedLayer(name, quant_spec(base), norm))
+        grid = (base.scales, base.get("biases")) if hasattr(base, "bits") else None
+        report.append(FusedLayer(name, quant_spec(base), norm, grid))
     if fused:
         model.update_modules(tree_unflatten(fused))
     mx.eval(model.parameters())

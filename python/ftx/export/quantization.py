@@ -9,7 +9,7 @@ than the fine-tune did, and only a perplexity measurement tells how much of it s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import mlx.core as mx
@@ -23,6 +23,8 @@ from ftx.export.merge import FusedLayer, QuantSpec, float_weight, quant_spec
 WEIGHT_ERROR_WARN = 0.15
 PERPLEXITY_INCREASE_WARN = 0.05
 DELTA_ERROR_WARN = 1.0
+# Bit widths whose codes fill uint32 words exactly (the others straddle words).
+PACKED_BITS = (2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class LayerError:
     group_size: int
     relative_error: float
     delta_relative_error: float | None
+    # Whether the base's own scales and biases were kept (``on_base_grid``).
+    base_grid: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,18 +60,65 @@ def weight_error(
     )
 
 
+def pack_codes(codes: mx.array, bits: int) -> mx.array:
+    """Integer codes (rows, n) into MLX's packed uint32 layout: ``32 / bits`` codes a word,
+    the first in the lowest bits."""
+    per = 32 // bits
+    rows, n = codes.shape
+    fields = codes.astype(mx.uint32).reshape(rows, n // per, per)
+    shifts = mx.arange(per, dtype=mx.uint32) * bits
+    # The bit fields do not overlap, so their sum is their bitwise or.
+    packed: mx.array = (fields << shifts).sum(axis=-1).astype(mx.uint32)
+    return packed
+
+
+def on_base_grid(layer: nn.Module, spec: QuantSpec, grid: tuple[mx.array, mx.array]) -> nn.Module:
+    """``layer`` quantized with the base's own scales and biases: each merged weight is rounded
+    to the nearest level of the base's group, so weights the adapter moved by less than half a
+    step keep their base code, and no weight ends further from the merged value than the base's
+    own code was (the error is at most the adapter's change, weight by weight)."""
+    scales, biases = grid
+    rows, n = layer.weight.shape
+    g = spec.group_size
+    w = layer.weight.astype(mx.float32).reshape(rows, n // g, g)
+    s = scales.astype(mx.float32)[..., None]
+    b = biases.astype(mx.float32)[..., None]
+    level = mx.round((w - b) / mx.where(s == 0, 1.0, s))
+    codes = mx.where(s == 0, 0.0, mx.clip(level, 0, 2**spec.bits - 1)).reshape(rows, n)
+    q: nn.Module = layer.to_quantized(group_size=g, bits=spec.bits, mode=spec.mode)
+    q.weight = pack_codes(codes, spec.bits)
+    q.scales, q.biases = scales, biases
+    return q
+
+
 def quantize_layers(
-    model: nn.Module, plan: dict[str, QuantSpec], fused: list[FusedLayer]
+    model: nn.Module,
+    plan: dict[str, QuantSpec],
+    fused: list[FusedLayer],
+    keep_grid: bool = False,
 ) -> list[LayerError]:
-    """Quantizes the named float layers as planned; returns each layer's error."""
+    """Quantizes the named float layers as planned; returns each layer's error. With
+    ``keep_grid``, a merged layer of a quantized base is also rounded onto the base's grid
+    (where it can be packed: affine mode, 2, 4 or 8 bits), and whichever of the two is closer
+    to the merged weight is kept: the base's grid wins when the adapter's change is small, fresh
+    levels when it pushes weights out of their group's range."""
     deltas = {f.name: f.delta_norm for f in fused}
+    grids = {f.name: f.grid for f in fused if f.grid is not None and f.grid[1] is not None}
     modules = dict(model.named_modules())
     swapped: list[tuple[str, nn.Module]] = []
     errors: list[LayerError] = []
     for name, spec in plan.items():
         layer = modules[name]
-        q = layer.to_quantized(group_size=spec.group_size, bits=spec.bits, mode=spec.mode)
-        errors.append(weight_error(name, layer.weight, float_weight(q), spec, deltas.get(name)))
+        fresh = layer.to_quantized(group_size=spec.group_size, bits=spec.bits, mode=spec.mode)
+        err = weight_error(name, layer.weight, float_weight(fresh), spec, deltas.get(name))
+        q = fresh
+        grid = grids.get(name) if keep_grid else None
+        if grid is not None and spec.mode == "affine" and spec.bits in PACKED_BITS:
+            kept = on_base_grid(layer, spec, (grid[0], grid[1]))  # type: ignore[arg-type]
+            kept_err = weight_error(name, layer.weight, float_weight(kept), spec, deltas.get(name))
+            if kept_err.relative_error <= err.relative_error:
+                q, err = kept, replace(kept_err, base_grid=True)
+        errors.append(err)
         swapped.append((name, q))
     if swapped:
         model.update_modules(tree_unflatten(swapped))
