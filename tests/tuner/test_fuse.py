@@ -207,21 +207,31 @@ def test_dequantize_leaves_no_quantization(q4_base: Path, tmp_path: Path, dtype:
     assert max_diff(logits(tmp_path / "out"), logits(q4_base, adapter)) < tolerance
 
 
-def test_quantized_base_is_requantized_with_its_own_setting(q4_base: Path, tmp_path: Path) -> None:
-    import mlx.core as mx
-
+def test_quantized_base_is_written_in_float_by_default(q4_base: Path, tmp_path: Path) -> None:
     adapter = make_adapter(tmp_path / "run", q4_base, num_layers=1)
     report = fuse(q4_base, adapter, tmp_path / "out")
     config = config_of(tmp_path / "out")
+    assert "quantization" not in config and "quantization_config" not in config
+    assert quantized_layers(tmp_path / "out") == [] and report.layer_errors == []
+    assert any("written in float32, without loss" in w for w in report.warnings)
+    assert max_diff(logits(tmp_path / "out"), logits(q4_base, adapter)) < FLOAT32_TOLERANCE
+
+
+def test_requantizing_a_quantized_base_keeps_its_setting(q4_base: Path, tmp_path: Path) -> None:
+    import mlx.core as mx
+
+    adapter = make_adapter(tmp_path / "run", q4_base, num_layers=1)
+    report = fuse(q4_base, adapter, tmp_path / "out", FuseOptions(quantize=4))
+    config = config_of(tmp_path / "out")
     assert config["quantization"] == {"group_size": 64, "bits": 4, "mode": "affine"}
     assert config["quantization_config"] == config["quantization"]
-    # Every quantizable layer is still quantized, and exactly the merged ones were measured.
     assert len(quantized_layers(tmp_path / "out")) == len(quantized_layers(q4_base))
-    assert sorted(e.name for e in report.layer_errors) == sorted(
-        f"model.layers.1.{k}" for k in KEYS
-    )
-    assert all(0.0 < e.relative_error < 0.2 and e.bits == 4 for e in report.layer_errors)
-    assert all(e.delta_relative_error is not None for e in report.layer_errors)
+    merged = {e.name: e for e in report.layer_errors if e.delta_relative_error is not None}
+    assert sorted(merged) == sorted(f"model.layers.1.{k}" for k in KEYS)
+    assert all(0.0 < e.relative_error < 0.2 and e.bits == 4 for e in merged.values())
+    # The others are rounded back onto their base codes: no error at all.
+    others = [e for e in report.layer_errors if e.name not in merged]
+    assert others and all(e.relative_error == 0.0 and e.base_grid for e in others)
     # Layers the adapter did not touch keep their stored weights bit for bit.
     before = mx.load(str(q4_base / "model.safetensors"))
     after = mx.load(str(tmp_path / "out" / "model.safetensors"))
@@ -238,7 +248,7 @@ def test_base_grid_rounding_packs_like_mlx_and_bounds_the_error(bits: int) -> No
     import mlx.core as mx
     import mlx.nn as nn
 
-    from ftx.export.merge import QuantSpec
+    from ftx.export.merge import Grid, QuantSpec
     from ftx.export.quantization import on_base_grid
 
     mx.random.seed(bits)
@@ -248,12 +258,12 @@ def test_base_grid_rounding_packs_like_mlx_and_bounds_the_error(bits: int) -> No
     unchanged = nn.Linear(128, 16, bias=False)
     unchanged.weight = w
     # Nothing merged: the codes come back exactly, packed as MLX packs them.
-    same = on_base_grid(unchanged, spec, (base.scales, base.biases))
+    same = on_base_grid(unchanged, Grid(spec, base.scales, base.biases))
     assert mx.array_equal(same.weight, base.weight)
     moved = nn.Linear(128, 16, bias=False)
     delta = mx.random.normal(w.shape) * 0.01
     moved.weight = w + delta
-    q = on_base_grid(moved, spec, (base.scales, base.biases))
+    q = on_base_grid(moved, Grid(spec, base.scales, base.biases))
     err = mx.dequantize(q.weight, q.scales, q.biases, 32, bits) - moved.weight
     # Never further from the merged weight than the base's own code.
     assert bool((mx.abs(err) <= mx.abs(delta) + 1e-6).all())
@@ -266,7 +276,7 @@ def test_small_adapter_keeps_the_base_grid(q4_base: Path, tmp_path: Path) -> Non
     weights = mx.load(str(adapter / "adapters.safetensors"))
     small = {k: v * 0.01 if k.endswith("lora_b") else v for k, v in weights.items()}
     mx.save_safetensors(str(adapter / "adapters.safetensors"), small)
-    report = fuse(q4_base, adapter, tmp_path / "out")
+    report = fuse(q4_base, adapter, tmp_path / "out", FuseOptions(quantize=4))
     assert report.layer_errors and all(e.base_grid for e in report.layer_errors)
     assert all((e.delta_relative_error or 0) <= 1.0 for e in report.layer_errors)
     before = mx.load(str(q4_base / "model.safetensors"))

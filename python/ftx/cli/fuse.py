@@ -91,7 +91,9 @@ def _summary(r: FuseReport) -> Table:
     help="mlx: fused mlx-lm model; gguf: one llama.cpp file; peft: PEFT adapter.",
 )
 @click.option(
-    "--dequantize", is_flag=True, help="Write float weights even if the base is quantized."
+    "--dequantize",
+    is_flag=True,
+    help="Float weights (the default for a quantized base too; stated for scripts).",
 )
 @click.option(
     "--quantize",
@@ -142,8 +144,9 @@ def command(
 
     Example: ftx fuse --model DIR --adapter RUN_DIR --out FUSED_DIR
 
-    A quantized base is re-quantized with its own bits after merging (the loss is measured and
-    printed) unless --dequantize or --quantize says otherwise. The folder gets ftx_fuse.json
+    The fused model of a quantized base is written in float, without loss (a LoRA's change is
+    mostly below one quantization step); --quantize re-quantizes it, reporting every layer's
+    error and, with --data, the change in test perplexity. The folder gets ftx_fuse.json
     (where it came from, the options and the error report). Load the MLX result with
     mlx_lm.load(FUSED_DIR), or serve it with mlx_lm.server --model FUSED_DIR.
     """

@@ -43,14 +43,21 @@ class QuantSpec:
 
 @dataclass(frozen=True)
 class FusedLayer:
-    """One merged layer: how its base weight was stored (and, if quantized, the base's grid:
-    its scales and biases), and the norm of what the adapter changed (the yardstick a
-    re-quantization error is compared with)."""
+    """One merged layer: how its base weight was stored, and the norm of what the adapter
+    changed (the yardstick a re-quantization error is compared with)."""
 
     name: str
     base_quant: QuantSpec | None
     delta_norm: float
-    grid: tuple[mx.array, mx.array | None] | None = None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The quantization levels of one base layer: its setting, scales and biases."""
+
+    spec: QuantSpec
+    scales: mx.array
+    biases: mx.array
 
 
 def read_adapter_config(adapter: Path) -> dict[str, Any]:
@@ -126,12 +133,21 @@ def fuse_adapters(model: nn.Module) -> list[FusedLayer]:
         delta = merged.weight - float_weight(base).astype(merged.weight.dtype)
         norm = float(mx.linalg.norm(delta.astype(mx.float32)).item())  # type: ignore[arg-type]
         fused.append((name, merged))
-        grid = (base.scales, base.get("biases")) if hasattr(base, "bits") else None
-        report.append(FusedLayer(name, quant_spec(base), norm, grid))
+        report.append(FusedLayer(name, quant_spec(base), norm))
     if fused:
         model.update_modules(tree_unflatten(fused))
     mx.eval(model.parameters())
     return report
+
+
+def base_grids(model: nn.Module) -> dict[str, Grid]:
+    """The levels of every affine-quantized layer, by name (taken before adapters wrap them,
+    so the names are those of the fused model)."""
+    return {
+        n: Grid(s, m.scales, m.biases)
+        for n, m in model.named_modules()
+        if (s := quant_spec(m)) is not None and s.mode == "affine" and "biases" in m
+    }
 
 
 def quantized_specs(model: nn.Module) -> dict[str, QuantSpec]:

@@ -3,8 +3,9 @@
 A fused delta is a small change to every weight; a 4-bit grid cannot hold most of it, so every
 re-quantization is measured, layer by layer: the relative error ``|Q(W) - W| / |W|`` (Frobenius
 norms) against the float fused weight, and, for merged layers, the same error over the norm of
-what the adapter changed (``|Q(W) - W| / |delta|``; above 1, quantizing moved the layer further
-than the fine-tune did, and only a perplexity measurement tells how much of it survived).
+what the adapter changed (``|Q(W) - W| / |delta|``): 0 keeps the fine-tune intact, 1 is as far
+from the fused weights as the base itself was (a layer rounded back onto its base codes), above 1
+quantizing moved the layer further than the fine-tune did.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
-from ftx.export.merge import FusedLayer, QuantSpec, float_weight, quant_spec
+from ftx.export.merge import FusedLayer, Grid, QuantSpec, float_weight, quant_spec
 
 # Above these a warning is printed (and recorded): the relative weight error of one layer, the
 # relative increase of test perplexity, the error over the adapter's delta.
 WEIGHT_ERROR_WARN = 0.15
 PERPLEXITY_INCREASE_WARN = 0.05
-DELTA_ERROR_WARN = 1.0
+DELTA_ERROR_WARN = 0.9
 # Bit widths whose codes fill uint32 words exactly (the others straddle words).
 PACKED_BITS = (2, 4, 8)
 
@@ -72,12 +73,12 @@ def pack_codes(codes: mx.array, bits: int) -> mx.array:
     return packed
 
 
-def on_base_grid(layer: nn.Module, spec: QuantSpec, grid: tuple[mx.array, mx.array]) -> nn.Module:
+def on_base_grid(layer: nn.Module, grid: Grid) -> nn.Module:
     """``layer`` quantized with the base's own scales and biases: each merged weight is rounded
     to the nearest level of the base's group, so weights the adapter moved by less than half a
     step keep their base code, and no weight ends further from the merged value than the base's
     own code was (the error is at most the adapter's change, weight by weight)."""
-    scales, biases = grid
+    spec, scales, biases = grid.spec, grid.scales, grid.biases
     rows, n = layer.weight.shape
     g = spec.group_size
     w = layer.weight.astype(mx.float32).reshape(rows, n // g, g)
@@ -95,15 +96,14 @@ def quantize_layers(
     model: nn.Module,
     plan: dict[str, QuantSpec],
     fused: list[FusedLayer],
-    keep_grid: bool = False,
+    grids: dict[str, Grid],
 ) -> list[LayerError]:
-    """Quantizes the named float layers as planned; returns each layer's error. With
-    ``keep_grid``, a merged layer of a quantized base is also rounded onto the base's grid
-    (where it can be packed: affine mode, 2, 4 or 8 bits), and whichever of the two is closer
-    to the merged weight is kept: the base's grid wins when the adapter's change is small, fresh
-    levels when it pushes weights out of their group's range."""
+    """Quantizes the named float layers as planned; returns each layer's error. A layer whose
+    base was quantized with the planned setting is also rounded onto the base's own levels
+    (where they can be packed: 2, 4 or 8 bits), and whichever of the two is closer to the
+    merged weight is kept: a layer the adapter did not touch gets its base codes back exactly,
+    a merged one keeps the base's levels unless the adapter pushed weights out of range."""
     deltas = {f.name: f.delta_norm for f in fused}
-    grids = {f.name: f.grid for f in fused if f.grid is not None and f.grid[1] is not None}
     modules = dict(model.named_modules())
     swapped: list[tuple[str, nn.Module]] = []
     errors: list[LayerError] = []
@@ -112,9 +112,9 @@ def quantize_layers(
         fresh = layer.to_quantized(group_size=spec.group_size, bits=spec.bits, mode=spec.mode)
         err = weight_error(name, layer.weight, float_weight(fresh), spec, deltas.get(name))
         q = fresh
-        grid = grids.get(name) if keep_grid else None
-        if grid is not None and spec.mode == "affine" and spec.bits in PACKED_BITS:
-            kept = on_base_grid(layer, spec, (grid[0], grid[1]))  # type: ignore[arg-type]
+        grid = grids.get(name)
+        if grid is not None and grid.spec == spec and spec.bits in PACKED_BITS:
+            kept = on_base_grid(layer, grid)
             kept_err = weight_error(name, layer.weight, float_weight(kept), spec, deltas.get(name))
             if kept_err.relative_error <= err.relative_error:
                 q, err = kept, replace(kept_err, base_grid=True)
@@ -137,11 +137,6 @@ def plan_all(model: nn.Module, spec: QuantSpec) -> dict[str, QuantSpec]:
     }
 
 
-def plan_restore(fused: list[FusedLayer]) -> dict[str, QuantSpec]:
-    """The merged layers whose base was quantized, back to the base's own setting."""
-    return {f.name: f.base_quant for f in fused if f.base_quant is not None}
-
-
 def warnings_for(errors: list[LayerError], perplexity_change: float | None) -> list[str]:
     out = []
     worst = max(errors, key=lambda e: e.relative_error, default=None)
@@ -151,12 +146,13 @@ def warnings_for(errors: list[LayerError], perplexity_change: float | None) -> l
             f"{n} layer(s) have a relative weight error above {WEIGHT_ERROR_WARN:.0%} "
             f"(worst {worst.name}: {worst.relative_error:.1%})"
         )
-    drowned = [e for e in errors if (e.delta_relative_error or 0.0) > DELTA_ERROR_WARN]
+    drowned = [e for e in errors if (e.delta_relative_error or 0.0) >= DELTA_ERROR_WARN]
     if drowned:
         out.append(
             f"{len(drowned)} of {sum(e.delta_relative_error is not None for e in errors)} merged "
-            "layer(s) were moved by quantization more than by the adapter: part of the "
-            "fine-tune may be lost (measure with --data; or use --dequantize, or --quantize 8)"
+            f"layer(s) end up at least {DELTA_ERROR_WARN:.0%} as far from the fused weights as "
+            "the adapter moved them: most of the fine-tune is lost there (measure with --data; "
+            "drop --quantize, or use --quantize 8)"
         )
     if perplexity_change is not None and perplexity_change > PERPLEXITY_INCREASE_WARN:
         out.append(
