@@ -10,20 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ftx.errors import ConfigError
+from ftx.errors import ConfigError, FtxIOError
+from ftx.tuner.files import fsync_path
 
 
 def check_new_folder(out: Path, key: str = "out") -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{key} = {out}: must be a new or empty folder (ftx never overwrites)")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -41,10 +34,13 @@ def staged_folder(out: Path) -> Iterator[Path]:
         yield stage
         for f in stage.rglob("*"):
             if f.is_file():
-                _fsync(f)
-        _fsync(stage)
+                fsync_path(f)
+        fsync_path(stage)
         os.rename(stage, out)
-        _fsync(out.parent)
+        fsync_path(out.parent)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise FtxIOError(f"{out}: cannot write ({e.strerror or e})") from e
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
