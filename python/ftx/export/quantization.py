@@ -151,8 +151,8 @@ def warnings_for(errors: list[LayerError], perplexity_change: float | None) -> l
         out.append(
             f"{len(drowned)} of {sum(e.delta_relative_error is not None for e in errors)} merged "
             f"layer(s) end up at least {DELTA_ERROR_WARN:.0%} as far from the fused weights as "
-            "the adapter moved them: most of the fine-tune is lost there (measure with --data; "
-            "drop --quantize, or use --quantize 8)"
+            "the adapter moved them: most of the fine-tune is lost there (--data measures the "
+            "effect; without --quantize the fused model is written in float, without loss)"
         )
     if perplexity_change is not None and perplexity_change > PERPLEXITY_INCREASE_WARN:
         out.append(
