@@ -13,6 +13,7 @@ import click
 # must not import them.
 VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
+    "fuse": ("ftx.cli.fuse", "Merge an adapter into its base: MLX, GGUF or PEFT output."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
     "evaluate": ("ftx.cli.evaluate", "Loss and generation metrics, base vs adapted, side by side."),
 }
