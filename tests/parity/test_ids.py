@@ -8,7 +8,7 @@ from types import ModuleType
 import pytest
 
 # Records per dataset compared in CI (the report, tools/parity.py, compares all of them).
-LIMIT = 25
+LIMIT = 15
 
 FAMILY_NAMES = [
     "llama3",
