@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from ftx.template_check import CONVERSATIONS, check_template
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def ftx_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    return subprocess.run(
-        [sys.executable, "-m", "ftx.cli", *args], capture_output=True, text=True, env=env
-    )
+    return subprocess.run([sys.executable, "-m", "ftx.cli", *args], capture_output=True, text=True)
 
 
 def test_qwen3_template_masks_every_synthetic_conversation(shared: Path) -> None:
