@@ -79,6 +79,11 @@ FAMILIES = [
 # A BFCL split joined with its possible answers (see _answered_bfcl).
 ANSWERED = "+answers"
 
+
+def _family(name: str) -> Family:
+    return next(f for f in FAMILIES if f.name == name)
+
+
 # Every dataset file with chat or text records (BFCL's possible answers and tool docs are not
 # records, and dataset_info.json is LLaMA-Factory's config).
 DATASETS = sorted(
@@ -300,10 +305,6 @@ def read_records(path: Path) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _canonical(record: Any) -> str:
-    return json.dumps(record, sort_keys=True, ensure_ascii=False)
-
-
 @dataclass
 class Outcome:
     """One family and dataset."""
@@ -448,15 +449,15 @@ def training_pairs() -> list[str]:
 # The tokenizer each TRL template is checked with; templates of families without a tokenizer
 # here are listed in the report with that reason.
 MASK_TOKENIZERS = {
-    "qwen2_5": FAMILIES[3],
-    "qwen3": FAMILIES[3],
-    "qwen3_instruct_2507": FAMILIES[3],
-    "qwen3_5_nothink": FAMILIES[3],
-    "qwen3_5_think": FAMILIES[3],
-    "qwen3_6": FAMILIES[3],
-    "llama3": FAMILIES[0],
-    "phi3": FAMILIES[10],
-    "phi3_5": FAMILIES[10],
+    "qwen2_5": _family("qwen3"),
+    "qwen3": _family("qwen3"),
+    "qwen3_instruct_2507": _family("qwen3"),
+    "qwen3_5_nothink": _family("qwen3"),
+    "qwen3_5_think": _family("qwen3"),
+    "qwen3_6": _family("qwen3"),
+    "llama3": _family("llama3"),
+    "phi3": _family("phi3"),
+    "phi3_5": _family("phi3"),
 }
 # TRL templates of vision models index `content[0]['type']`: they need content as a list of
 # typed parts, and with text content transformers renders every turn empty (idefics3) or fails
@@ -516,8 +517,8 @@ def explain_mask_difference(
     gen_prompt: str,
 ) -> str | None:
     """Why the two masks differ, run by run of differing tokens, or None when some run is not
-    covered by a documented rule (docs/masking.md, sections 3 and 4). All but one are tokens TRL
-    trains and ftx does not:
+    covered by a documented rule (docs/masking.md, sections 3 and 4). Most are tokens TRL trains
+    and ftx does not:
 
     - whitespace right after a trained end-of-turn token (``<|im_end|>`` + ``\\n``): template
       text between turns, which the model never writes;
@@ -527,6 +528,9 @@ def explain_mask_difference(
     - one the other way: after a tool call whose closing ftx cannot learn from the template
       (Gemma 4 style, where the model turn goes on with the tool's result), ftx trains up to the
       first special token (``Tail::ToolCall``), ``<|tool_response>``, which TRL leaves out;
+    - a hole in transformers' mask: a byte-level token made only of the last bytes of a
+      character (an emoji split in two tokens) holds no character start, so ``char_to_token``
+      never marks it although both of its neighbours are trained; ftx marks by byte ranges;
     - text of the generation prompt at the start of a turn (Qwen2.5's ``\\n`` after
       ``assistant``, Qwen3.5's ``<think>``), followed by trained tokens: ftx's assistant header is
       the part of the generation prompt every assistant turn writes, which at inference the
@@ -552,6 +556,16 @@ def explain_mask_difference(
             and "tool_call" in tokens[i - 1]
         ):
             reasons.add(f"ftx trains {text!r}, the special token that ends the tool call")
+            i = j
+            continue
+        if (
+            all(ftx_mask[k] and not trl_mask[k] for k in range(i, j))
+            and set(text) == {"\ufffd"}
+            and trl_mask[i - 1]
+            and j < n
+            and trl_mask[j]
+        ):
+            reasons.add("transformers leaves a hole at a token holding only a character's tail")
             i = j
             continue
         if any(ftx_mask[k] or not trl_mask[k] for k in range(i, j)):
