@@ -34,11 +34,14 @@ def build_corpus_4x(corpus: Path) -> Path:
     """Four distinct copies of the corpus (each copy's records edited), for the memory check."""
     out = CACHE / "chat_corpus_4x.jsonl"
     if not out.exists():
-        with out.open("w") as f:
+        with out.open("w", encoding="utf-8") as f, corpus.open(encoding="utf-8") as src:
+            lines = src.readlines()
             for k in range(4):
-                for line in corpus.open():
+                for line in lines:
                     rec = json.loads(line)
-                    rec["messages"][-1]["content"] += f" [copy {k}]"
+                    last = rec["messages"][-1]
+                    if isinstance(last.get("content"), str):
+                        last["content"] += f" [copy {k}]"
                     f.write(json.dumps(rec) + "\n")
     return out
 

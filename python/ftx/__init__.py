@@ -22,6 +22,7 @@ from ftx.errors import (
 
 if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
+    from ftx.evaluation import EvalResult, evaluate
     from ftx.preparation import PrepareReport, prepare
     from ftx.training import TrainReport, train
 
@@ -31,6 +32,8 @@ _LAZY = {
     "load_dataset": "ftx.data",
     "PreparedDataset": "ftx.data",
     "train": "ftx.training",
+    "evaluate": "ftx.evaluation",
+    "EvalResult": "ftx.evaluation",
     "TrainReport": "ftx.training",
 }
 
@@ -46,6 +49,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConfigError",
     "DataError",
+    "EvalResult",
     "FtxError",
     "FtxFileNotFoundError",
     "FtxIOError",
@@ -56,6 +60,7 @@ __all__ = [
     "TokenizerError",
     "TrainReport",
     "__version__",
+    "evaluate",
     "load_dataset",
     "prepare",
     "train",
