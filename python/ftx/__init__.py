@@ -22,9 +22,12 @@ from ftx.errors import (
 
 if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
+    from ftx.gguf import ConvertReport, convert
     from ftx.preparation import PrepareReport, prepare
 
 _LAZY = {
+    "convert": "ftx.gguf",
+    "ConvertReport": "ftx.gguf",
     "prepare": "ftx.preparation",
     "PrepareReport": "ftx.preparation",
     "load_dataset": "ftx.data",
@@ -42,6 +45,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ConfigError",
+    "ConvertReport",
     "DataError",
     "FtxError",
     "FtxFileNotFoundError",
@@ -52,6 +56,7 @@ __all__ = [
     "TemplateError",
     "TokenizerError",
     "__version__",
+    "convert",
     "load_dataset",
     "prepare",
 ]

@@ -1,0 +1,182 @@
+"""``ftx.convert``: a GGUF file in, an mlx-lm model folder out.
+
+The folder holds ``config.json``, ``model.safetensors``, ``tokenizer.json``,
+``tokenizer_config.json`` and ``ftx_convert.json`` (what produced it, from which file). It is
+built in a temporary folder beside ``out`` and renamed into place, so ``out`` is either the old
+folder or the complete new one, never half written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+from ftx.errors import ConfigError, FtxFileNotFoundError, FtxIOError
+from ftx.gguf_tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
+
+MANIFEST = "ftx_convert.json"
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """What ``convert`` did. ``manifest`` is the full ``ftx_convert.json`` content."""
+
+    out_dir: Path
+    seconds: float
+    architecture: str
+    parameters: int
+    # tensor kind ("q4", "q8", "q4->f16", "f16", "f32") -> number of tensors
+    tensors: dict[str, int]
+    quantization: dict[str, Any] | None
+    vocab_size: int
+    tokenizer: str
+    bytes_written: int
+    manifest: dict[str, Any] = field(repr=False)
+
+
+def convert(
+    gguf: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    dequantize: bool = False,
+    force: bool = False,
+) -> ConvertReport:
+    """Converts a llama-architecture GGUF file into an mlx-lm model folder at ``out``.
+
+    Q4_0, Q4_1 and Q8_0 tensors stay quantized (MLX reads those blocks losslessly) unless
+    ``dequantize`` is set; F16/BF16/F32 tensors are written as float. ``out`` must not exist
+    unless ``force`` is set, in which case it is replaced.
+    """
+    start = time.perf_counter()
+    src, dst = Path(gguf), Path(out)
+    if not src.is_file():
+        raise FtxFileNotFoundError(f"{src}: no such GGUF file")
+    if dst.exists() and not force:
+        raise ConfigError(f"{dst} already exists; --force (force=True) replaces it")
+    arrays, meta = _load(src)
+    vocab = GGUFVocab(meta)
+
+    from ftx.gguf_model import to_mlx
+
+    model = to_mlx(arrays, meta, dequantize=dequantize)
+    model.config["bos_token_id"] = vocab.bos
+    model.config["eos_token_id"] = vocab.end_of_turn_ids()
+    manifest = {
+        "ftx_version": _version(),
+        "command": "convert",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            "file": src.name,
+            "path": os.path.relpath(src.resolve(), dst.resolve()),
+            "bytes": src.stat().st_size,
+            "sha256": _sha256(src),
+        },
+        "options": {"dequantize": dequantize},
+        "model": {
+            "architecture": model.config["model_type"],
+            "parameters": model.parameters,
+            "tensors": model.tensor_kinds,
+            "quantization": model.config.get("quantization"),
+        },
+        "tokenizer": {"model": vocab.kind, "pre": vocab.pre_name, "vocab_size": len(vocab.tokens)},
+    }
+    written = _write_folder(dst, model.weights, model.config, meta, manifest)
+    return ConvertReport(
+        out_dir=dst,
+        seconds=time.perf_counter() - start,
+        architecture=model.config["model_type"],
+        parameters=model.parameters,
+        tensors=model.tensor_kinds,
+        quantization=model.config.get("quantization"),
+        vocab_size=len(vocab.tokens),
+        tokenizer=vocab.kind if vocab.kind == "llama" else f"{vocab.kind}/{vocab.pre_name}",
+        bytes_written=written,
+        manifest=manifest,
+    )
+
+
+def _load(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
+
+    try:
+        loaded = mx.load(str(src), return_metadata=True)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"{src}: MLX cannot read this GGUF file ({e}); it reads F32, F16, BF16, Q4_0, Q4_1 "
+            "and Q8_0 tensors, so requantize K-quants first (llama-quantize "
+            "--allow-requantize IN OUT Q8_0)"
+        ) from e
+    arrays, meta = cast("tuple[dict[str, Any], dict[str, Any]]", loaded)
+    return arrays, {k: _plain(v) for k, v in meta.items()}
+
+
+def _plain(value: Any) -> Any:
+    """Metadata as Python values: MLX hands numbers and numeric arrays back as ``mx.array``."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _write_folder(
+    dst: Path,
+    weights: dict[str, Any],
+    config: dict[str, Any],
+    meta: dict[str, Any],
+    manifest: dict[str, Any],
+) -> int:
+    import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        _write_json(tmp / "config.json", config)
+        _write_json(tmp / "tokenizer.json", tokenizer_json(meta), indent=None)
+        _write_json(tmp / "tokenizer_config.json", tokenizer_config(meta))
+        _write_json(tmp / MANIFEST, manifest)
+        written = sum(p.stat().st_size for p in tmp.iterdir())
+        _replace(tmp, dst)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FtxIOError(f"{dst}: writing the model folder failed: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return written
+
+
+def _replace(tmp: Path, dst: Path) -> None:
+    """Moves the finished folder into place; an old ``dst`` is removed only after that."""
+    if not dst.exists():
+        tmp.rename(dst)
+        return
+    old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
+    dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
+    path.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version() -> str:
+    from ftx import __version__
+
+    return __version__
