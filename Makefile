@@ -3,8 +3,8 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-BIN := $(VENV)/bin
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
 
 .PHONY: quickstart setup wheel install lint fmt test test-rust test-python bench ci clean
 
@@ -19,13 +19,21 @@ setup: $(BIN)/python
 	$(BIN)/python -m pip install -q "maturin>=1.7,<2"
 
 # The tests run against the release wheel itself, installed like a user would, never an editable tree.
-wheel: setup
+# Stamp files keep `make lint` followed by `make test` from building and installing twice.
+SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find rust python -type f -not -path '*/__pycache__/*')
+
+wheel: dist/.built
+dist/.built: $(SOURCES) | $(BIN)/python
+	$(MAKE) setup
 	rm -rf dist
 	$(BIN)/maturin build --release -o dist
+	touch $@
 
-install: wheel
+install: $(VENV)/.installed
+$(VENV)/.installed: dist/.built
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/ftx-*.whl
 	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[dev]"
+	touch $@
 
 lint: install
 	cargo fmt --all --check
@@ -49,7 +57,8 @@ test-python: install
 test: test-rust test-python
 
 bench: install
-	$(BIN)/python -m pytest benches --benchmark-enable -q -s
+	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[bench]"
+	$(BIN)/python -m pytest benches -p no:cacheprovider -q -s
 
 ci: lint test
 

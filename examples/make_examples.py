@@ -40,8 +40,13 @@ def mix(rng: random.Random) -> tuple[str, str]:
 def records(rng: random.Random, n: int) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     makers = [arithmetic, convert, mix]
+    seen: set[str] = set()
     for i in range(n):
         turns = [rng.choice(makers)(rng) for _ in range(rng.choice([1, 1, 2, 3]))]
+        # Only the one duplicate added on purpose below: regenerate accidental repeats.
+        while turns[0][0] in seen:
+            turns[0] = rng.choice(makers)(rng)
+        seen.add(turns[0][0])
         kind = i % 3
         if kind == 0:
             msgs = [{"role": "system", "content": SYSTEM}] if rng.random() < 0.5 else []

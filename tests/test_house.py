@@ -47,7 +47,9 @@ def test_mlx_is_never_imported_for_import_help_or_prepare(code: str) -> None:
 def test_help_loads_only_what_it_needs() -> None:
     # `ftx --help` must start fast: it lists verbs without importing them or any heavy library.
     # (Its wall time is measured in benches/test_startup.py.)
-    mods = _imported_modules("from ftx.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass")
+    mods = _imported_modules(
+        "from ftx.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    )
     heavy = {"numpy", "rich", "polars", "mlx", "ftx.cli.prepare", "ftx.preparation"}
     assert not heavy & mods, heavy & mods
     out = subprocess.run(
@@ -57,7 +59,7 @@ def test_help_loads_only_what_it_needs() -> None:
 
 
 def test_panic_in_rust_becomes_ftx_error_not_an_abort() -> None:
-    with pytest.raises(ftx.FtxError, match="internal error.*boom"):
+    with pytest.raises(ftx.FtxError, match=r"internal error.*boom"):
         _core._debug_panic("boom")
     # The interpreter is still alive and the engine still works after the panic.
     assert _core.num_threads() >= 1
@@ -74,7 +76,7 @@ def test_exception_tree() -> None:
 
 def test_missing_input_raises_file_not_found_naming_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
-    with pytest.raises(FileNotFoundError, match="nope.jsonl") as info:
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl") as info:
         _core.expand_inputs([str(missing)])
     assert isinstance(info.value, ftx.FtxFileNotFoundError)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import ftx
 
@@ -34,7 +32,9 @@ def test_example_dataset_counts_and_rejects(tmp_path: Path, example_data: Path, 
         assert x["message"]
     # The offset points at the start of the rejected line.
     raw = example_data.read_bytes()
-    assert raw[rejects[0]["offset"] :].startswith(b'{"messages": [{"role": "user", "content": "Hi"}')
+    assert raw[rejects[0]["offset"] :].startswith(
+        b'{"messages": [{"role": "user", "content": "Hi"}'
+    )
     assert "narrator" in rejects[2]["message"]
 
 
@@ -77,8 +77,7 @@ def test_rerun_is_a_cache_hit_and_changes_rebuild(
     # A different template text (same model otherwise) must rebuild too.
     tpl = tmp_path / "t.jinja"
     tpl.write_text(
-        "{% for m in messages %}<|im_start|>{{ m.role }}: {{ m.content }}<|im_end|>\n"
-        "{% endfor %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}: {{ m.content }}<|im_end|>\n{% endfor %}"
     )
     other = ftx.prepare(example_data, model=tiny_model, out=out, seed=1, chat_template=str(tpl))
     assert not other.cached and other.provenance != reseeded.provenance

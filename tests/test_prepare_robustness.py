@@ -50,8 +50,14 @@ def test_cli_usage_and_data_errors_have_exit_codes_and_one_line(
     assert no_file.returncode == 2
     assert "nope.jsonl" in no_file.stderr and "Traceback" not in no_file.stderr
     too_many = _ftx(
-        "prepare", example_data, "--model", tiny_model, "--out", tmp_path / "o",
-        "--max-reject-ratio", "0.001",
+        "prepare",
+        example_data,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "o",
+        "--max-reject-ratio",
+        "0.001",
     )
     assert too_many.returncode == 1
     assert "max-reject-ratio" in too_many.stderr and "Traceback" not in too_many.stderr
@@ -67,9 +73,20 @@ def test_sigkill_mid_run_leaves_nothing_that_looks_complete(
     corpus = _big_corpus(tmp_path / "big.jsonl", example_data, copies=300)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftx.cli", "prepare", str(corpus), "--model", str(tiny_model),
-         "--out", str(out), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "ftx.cli",
+            "prepare",
+            str(corpus),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     # Kill it once it is writing: the staging folder exists.
     deadline = time.monotonic() + 60
@@ -93,9 +110,21 @@ def test_ctrl_c_stops_cleanly_and_removes_the_staging_folder(
     corpus = _big_corpus(tmp_path / "big.jsonl", example_data, copies=300)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftx.cli", "prepare", str(corpus), "--model", str(tiny_model),
-         "--out", str(out), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ftx.cli",
+            "prepare",
+            str(corpus),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.*.partial")) and time.monotonic() < deadline:
@@ -117,7 +146,10 @@ def test_length_policies(tmp_path: Path, example_data: Path, tiny_model: Path) -
     assert dropped.rejects.get("too_long", 0) > 0
     assert dropped.splits["train"].lengths["max"] <= limit  # type: ignore[index]
     cut = ftx.prepare(
-        example_data, model=tiny_model, out=tmp_path / "t", max_length=limit,
+        example_data,
+        model=tiny_model,
+        out=tmp_path / "t",
+        max_length=limit,
         length_policy="truncate",
     )
     assert cut.splits["train"].truncated > 0
@@ -126,7 +158,10 @@ def test_length_policies(tmp_path: Path, example_data: Path, tiny_model: Path) -
     assert all(len(ids) <= limit and mask.any() for ids, mask in ds)
     with pytest.raises(ftx.DataError, match=r"chat\.jsonl:\d+: .*longer than max_length"):
         ftx.prepare(
-            example_data, model=tiny_model, out=tmp_path / "e", max_length=limit,
+            example_data,
+            model=tiny_model,
+            out=tmp_path / "e",
+            max_length=limit,
             length_policy="error",
         )
     assert not (tmp_path / "e").exists()
@@ -141,7 +176,7 @@ def test_train_on_all_and_last(tmp_path: Path, example_data: Path, tiny_model: P
     }
     n = len(runs["all"])
     for i in range(n):
-        ids_a, m_all = runs["all"][i]
+        _, m_all = runs["all"][i]
         _, m_asst = runs["assistant"][i]
         _, m_last = runs["last"][i]
         assert m_all.all()
@@ -187,9 +222,7 @@ def test_parquet_and_csv_inputs_report_their_own_rows(tmp_path: Path, tiny_model
     for name in ("d.parquet", "d.csv"):
         r = ftx.prepare(tmp_path / name, model=tiny_model, out=tmp_path / f"o-{name}")
         assert r.accepted == 2, r.rejects
-        (reject,) = [
-            json.loads(x) for x in (r.out_dir / "rejects.jsonl").read_text().splitlines()
-        ]
+        (reject,) = [json.loads(x) for x in (r.out_dir / "rejects.jsonl").read_text().splitlines()]
         assert reject["file"] == str(tmp_path / name)
         # Row 2 of the table; a CSV's header is line 1, so that row is on line 3.
         assert reject["line"] == (3 if name == "d.csv" else 2)
@@ -206,20 +239,39 @@ def test_gzip_input(tmp_path: Path, example_data: Path, tiny_model: Path) -> Non
 
 records = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["messages", "role", "content", "conversations", "from", "value", "instruction",
-             "output", "input", "text", "prompt", "completion", "tools", "tool_calls", "x"]
-        ),
-        inner,
-        max_size=5,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "messages",
+                    "role",
+                    "content",
+                    "conversations",
+                    "from",
+                    "value",
+                    "instruction",
+                    "output",
+                    "input",
+                    "text",
+                    "prompt",
+                    "completion",
+                    "tools",
+                    "tool_calls",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
     ),
     max_leaves=12,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(records, min_size=1, max_size=8), st.binary(max_size=30))
 def test_random_records_never_crash(
     tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, recs: list[object], junk: bytes

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
     from ftx.gguf import ConvertReport, convert
     from ftx.preparation import PrepareReport, prepare
+    from ftx.training import TrainReport, train
 
 _LAZY = {
     "convert": "ftx.gguf",
@@ -32,6 +33,8 @@ _LAZY = {
     "PrepareReport": "ftx.preparation",
     "load_dataset": "ftx.data",
     "PreparedDataset": "ftx.data",
+    "train": "ftx.training",
+    "TrainReport": "ftx.training",
 }
 
 
@@ -55,8 +58,10 @@ __all__ = [
     "PreparedDataset",
     "TemplateError",
     "TokenizerError",
+    "TrainReport",
     "__version__",
     "convert",
     "load_dataset",
     "prepare",
+    "train",
 ]

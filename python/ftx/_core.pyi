@@ -1,6 +1,51 @@
 """Type stub of the native module ``ftx._core`` (checked with ``mypy.stubtest``)."""
 
+from collections.abc import Callable, Sequence
+from os import PathLike
+
+__all__ = [
+    "__version__",
+    "_debug_panic",
+    "builtin_templates",
+    "expand_inputs",
+    "num_threads",
+    "prepare",
+]
+
 __version__: str
 
 def _debug_panic(message: str) -> None:
-    """Raises a Rust panic inside the engine, to prove that it reaches Python as ``ftx.FtxError``."""
+    """Raises a Rust panic inside the engine; it must reach Python as ``ftx.FtxError``."""
+
+def num_threads() -> int:
+    """The number of worker threads ``prepare`` uses: ``FTX_NUM_THREADS``, else all cores."""
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Expands globs and checks that every input exists; returns paths in the order given."""
+
+def builtin_templates() -> list[str]:
+    """Names of the chat templates shipped with ftx (for ``--chat-template NAME``)."""
+
+def prepare(
+    inputs: Sequence[tuple[str | PathLike[str], str | PathLike[str], int]],
+    out_dir: str | PathLike[str],
+    *,
+    model_dir: str | PathLike[str] | None = None,
+    tokenizer: str | PathLike[str] | None = None,
+    chat_template: str | None = None,
+    format: str | None = None,
+    columns: str | None = None,
+    text_unit: str = "line",
+    dedup: bool = True,
+    valid: str = "0",
+    test: str = "0",
+    seed: int = 0,
+    max_length: int | None = None,
+    length_policy: str = "drop",
+    train_on: str = "assistant",
+    max_reject_ratio: float | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Callable[[dict[str, float]], object] | None = None,
+) -> str:
+    """Runs the whole prepare pipeline with the interpreter released; returns the report as JSON."""

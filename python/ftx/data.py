@@ -54,7 +54,8 @@ class PreparedDataset(Sequence[Example]):
 
     def lengths(self) -> npt.NDArray[np.int64]:
         """Token count of every record (computed from the offsets, no token is read)."""
-        return np.diff(self.offsets.astype(np.int64))
+        offsets = np.asarray(self.offsets, dtype=np.int64)
+        return offsets[1:] - offsets[:-1]
 
     @property
     def num_tokens(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from rich.console import Console, Group
-from rich.progress import Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ftx.preparation import PrepareReport
@@ -21,7 +21,7 @@ class ProgressDisplay:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._progress: Progress | None = None
-        self._task: int | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> ProgressDisplay:
         if self.enabled:
@@ -61,11 +61,14 @@ def prepare_table(r: PrepareReport) -> Group:
     """The end-of-run summary of ``ftx prepare``."""
     head = (
         f"[bold]{r.out_dir}[/] "
-        + ("[green](cache hit: inputs, tokenizer, template and options unchanged)[/]" if r.cached
-           else f"in {r.seconds:.2f}s, {r.tokens_per_s:,.0f} tokens/s")
+        + (
+            "[green](cache hit: inputs, tokenizer, template and options unchanged)[/]"
+            if r.cached
+            else f"in {r.seconds:.2f}s, {r.tokens_per_s:,.0f} tokens/s"
+        )
         + f"\ntemplate: {r.template}"
         + f"\nread {r.records_read:,} records: {r.accepted:,} kept, {r.rejected:,} rejected, "
-        f"{r.duplicates:,} duplicates dropped"
+        f"{r.duplicates:,} duplicate{'' if r.duplicates == 1 else 's'} dropped"
     )
     splits = Table(title=None, show_edge=False)
     for col in ("split", "records", "tokens", "trained", "mean len", "p95 len", "max len"):

@@ -14,6 +14,7 @@ import click
 VERBS: dict[str, tuple[str, str]] = {
     "convert": ("ftx.cli.convert", "A GGUF model in, an mlx-lm model folder out."),
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
+    "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from ftx.errors import ConfigError, FtxError
-from ftx.report import err_console, out_console
+from ftx.report import err_console
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

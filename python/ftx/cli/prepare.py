@@ -8,13 +8,16 @@ from typing import Any
 
 import click
 
-from ftx.cli._common import common_options, err_console, guarded, out_console, print_json
+from ftx.cli._common import common_options, guarded, print_json
+from ftx.report import err_console, out_console
 
 
 @click.command("prepare")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "-m", type=click.Path(path_type=Path), help="Local model folder.")
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Artifact folder.")
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path), required=True, help="Artifact folder."
+)
 @click.option("--tokenizer", type=click.Path(path_type=Path), help="tokenizer.json to use instead.")
 @click.option("--chat-template", help="Template file, or a shipped template name (chatml, ...).")
 @click.option(
@@ -44,7 +47,9 @@ from ftx.cli._common import common_options, err_console, guarded, out_console, p
     help="Which tokens carry loss.",
 )
 @click.option("--max-reject-ratio", type=click.FloatRange(0, 1), help="Fail above this ratio.")
-@click.option("--threads", type=click.IntRange(min=1), help="Default: FTX_NUM_THREADS or all cores.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="Default: FTX_NUM_THREADS or all cores."
+)
 @click.option("--force", is_flag=True, help="Rebuild even if the artifact is up to date.")
 @common_options
 def command(

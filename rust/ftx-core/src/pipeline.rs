@@ -16,7 +16,7 @@ use crate::dedup::{fingerprint, Dedup};
 use crate::encode::{Encoded, Encoder};
 use crate::error::{Error, Result};
 use crate::formats::{normalize, Format, FormatOptions};
-use crate::manifest::{self, Provenance};
+use crate::manifest;
 use crate::options::{num_threads, LengthPolicy, PrepareOptions};
 use crate::reader::{read_input, RawKind, RawRecord};
 use crate::reject::{Reject, RejectCode};
@@ -158,17 +158,21 @@ pub fn prepare(
         prog.elapsed_s = started.elapsed().as_secs_f64();
         progress(&prog);
         if chat_seen >= TEMPLATE_CHECK_AFTER && chat_failed * 2 > chat_seen {
+            let kept = sink.salvage_rejects(&engine.opts.out_dir);
             return Err(Error::Template(format!(
                 "chat template {} failed on {chat_failed} of the first {chat_seen} conversations \
-                 (template error or assistant content not found in the render); see {} for \
-                 examples, or pass --chat-template",
+                 (template error or assistant content not found in the render); examples in {}; \
+                 a template that supports these conversations can be given with --chat-template",
                 engine.template_label,
-                sink.rejects_path.display()
+                kept.map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(could not be kept)".into()),
             )));
         }
         Ok(())
     })
-    .inspect_err(|_| sink.salvage_rejects(&engine.opts.out_dir))?;
+    .inspect_err(|_| {
+        sink.salvage_rejects(&engine.opts.out_dir);
+    })?;
 
     let total = prog.records;
     let rejected = sink.rejected_total();
@@ -280,7 +284,11 @@ fn for_each_batch(
     })
 }
 
-fn located(raw: &RawRecord, is_chat: bool, outcome: std::result::Result<Accepted, Reject>) -> Processed {
+fn located(
+    raw: &RawRecord,
+    is_chat: bool,
+    outcome: std::result::Result<Accepted, Reject>,
+) -> Processed {
     Processed {
         source: raw.source,
         line: raw.line,
@@ -339,19 +347,21 @@ fn process(engine: &Engine, raw: &RawRecord) -> Processed {
                 RejectCode::TemplateError,
                 "this is a conversation but the model has no chat template; pass --chat-template",
             )),
-            Some(t) => t
-                .render(messages, tools, false)
-                .and_then(|r| engine.encoder.encode_chat(&r, messages, engine.opts.train_on)),
+            Some(t) => t.render(messages, tools, false).and_then(|r| {
+                engine
+                    .encoder
+                    .encode_chat(&r, messages, engine.opts.train_on)
+            }),
         },
     };
-    let outcome = encoded.and_then(|enc| apply_length_policy(engine, enc)).map(
-        |(encoded, truncated)| Accepted {
+    let outcome = encoded
+        .and_then(|enc| apply_length_policy(engine, enc))
+        .map(|(encoded, truncated)| Accepted {
             fp,
             split,
             encoded,
             truncated,
-        },
-    );
+        });
     located(raw, is_chat, outcome)
 }
 
@@ -378,9 +388,7 @@ fn apply_length_policy(
             if enc.mask.iter().all(|&m| m == 0) {
                 Err(Reject::new(
                     RejectCode::TooLong,
-                    format!(
-                        "{n} tokens; cut to max_length {max}, no trained token would be left"
-                    ),
+                    format!("{n} tokens; cut to max_length {max}, no trained token would be left"),
                 ))
             } else {
                 Ok((enc, true))

@@ -72,7 +72,10 @@ mod tests {
         let l = s.lengths().unwrap();
         assert_eq!((l.min, l.p50, l.p95, l.max), (1, 51, 95, 100));
         assert!((l.mean - 50.5).abs() < 1e-9);
-        assert_eq!((s.records, s.tokens, s.trained_tokens, s.truncated), (100, 5050, 100, 1));
+        assert_eq!(
+            (s.records, s.tokens, s.trained_tokens, s.truncated),
+            (100, 5050, 100, 1)
+        );
         assert!(SplitStats::default().lengths().is_none());
     }
 }

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 mod errors;
 mod prepare;
 
-/// Raises a Rust panic inside the engine, to prove that it reaches Python as ``ftx.FtxError``.
+/// Raises a Rust panic inside the engine; it must reach Python as ``ftx.FtxError``.
 #[pyfunction]
 fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
     errors::run(py, move || -> ftx_core::Result<()> { panic!("{message}") })

@@ -1,0 +1,147 @@
+"""``ftx train``: fine-tune a local model on a prepared artifact.
+
+Every key of the YAML config is also a flag (``learning_rate`` -> ``--learning-rate``); the
+options are generated from ``ftx.config.TrainConfig`` so the two can never drift apart. Flags
+override the file. Importing this module does not import MLX; ``ftx.train`` does, later.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import click
+from pydantic.fields import FieldInfo
+from rich.table import Table
+
+from ftx.cli._common import common_options, guarded, print_json
+from ftx.config import TrainConfig, load_config, profiles
+from ftx.report import err_console, out_console
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _option(name: str, field: FieldInfo) -> Decorator:
+    """A click option for one config key. Values are checked by the config model, not by
+    click, so that a flag and a YAML key fail with the same message."""
+    flag = "--" + name.replace("_", "-")
+    ann = field.annotation
+    if get_origin(ann) in (Union, types.UnionType):
+        ann = next(a for a in get_args(ann) if a is not type(None))
+    help_text = field.description or ""
+    if ann is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+    if get_origin(ann) is list:
+        return click.option(flag, name, callback=_comma_list, help=help_text + " Comma-separated.")
+    if get_origin(ann) is Literal:
+        choices = get_args(ann)
+        kind: Any = int if all(isinstance(c, int) for c in choices) else str
+        shown = "|".join(str(c) for c in choices)
+        return click.option(flag, name, type=kind, metavar=f"[{shown}]", help=help_text)
+    kind = {int: int, float: float, Path: click.Path(path_type=Path)}.get(ann, str)
+    return click.option(flag, name, type=kind, help=help_text)
+
+
+def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for name, field in reversed(TrainConfig.model_fields.items()):
+        f = _option(name, field)(f)
+    return f
+
+
+def _bytes(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+def _summary(r: Any) -> Table:
+    t = Table(show_header=False, show_edge=False, box=None)
+    rows: list[tuple[str, str]] = [
+        ("run folder", str(r.run_dir)),
+        ("method", r.method),
+        ("base", r.base),
+        ("blas", r.blas),
+        ("parameters", f"{r.total_parameters:,} total, {r.trainable_parameters:,} trainable"),
+    ]
+    m = r.memory
+    rows.append(
+        (
+            "memory estimate",
+            f"{_bytes(m.total)} (weights {_bytes(m.weights)}, adapters {_bytes(m.adapters)}, "
+            f"gradients {_bytes(m.gradients)}, optimizer {_bytes(m.optimizer)}, "
+            f"activations {_bytes(m.activations)}); available {_bytes(m.available)}: "
+            + ("fits" if m.fits else "does NOT fit" if m.fits is not None else "unknown"),
+        )
+    )
+    if not r.dry_run:
+        losses = ", ".join(
+            f"{k} {v:.4f}"
+            for k, v in (("train", r.train_loss), ("val", r.val_loss), ("test", r.test_loss))
+            if v is not None
+        )
+        rows += [
+            ("steps", f"{r.steps:,} ({r.epochs:.2f} epochs) in {r.seconds:.1f}s"),
+            ("loss", losses),
+            (
+                "throughput",
+                f"{r.trained_tokens_per_s:,.0f} trained tokens/s, "
+                f"{r.processed_tokens_per_s:,.0f} processed tokens/s",
+            ),
+            ("packing efficiency", f"{r.packing_efficiency:.1%} of computed tokens are real"),
+            ("peak memory", _bytes(r.peak_memory)),
+        ]
+    for k, v in rows:
+        t.add_row(f"[bold]{k}[/]", v)
+    return t
+
+
+@click.command("train")
+@click.option(
+    "--config",
+    "-c",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="YAML file of these same keys (snake_case); flags override it.",
+)
+@click.option("--extends", help=f"Profile ({', '.join(profiles())}) or YAML file to start from.")
+@config_options
+@click.option("--dry-run", is_flag=True, help="Parameters and a memory estimate; no training.")
+@common_options
+def command(
+    config_file: Path | None,
+    extends: str | None,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+    **keys: Any,
+) -> None:
+    """LoRA, DoRA or full fine-tuning of a local model on a prepared artifact, on MLX.
+
+    Example: ftx train --model DIR --data PREPARED --out RUN_DIR --extends chat --iters 200
+
+    The run folder gets adapters.safetensors + adapter_config.json (load them with
+    mlx_lm.load(model, adapter_path=RUN_DIR)), metrics.jsonl, config.yaml and manifest.json.
+    """
+    from ftx.training import train
+
+    show_progress = not quiet and not as_json and sys.stderr.isatty()
+
+    def work() -> Any:
+        cfg = load_config(config_file, {**keys, "extends": extends})
+        return train(cfg, dry_run=dry_run, progress=show_progress)
+
+    report = guarded(debug, work)
+    if as_json:
+        print_json(report.to_dict())
+    elif not quiet:
+        out_console.print(_summary(report))
+    if report.truncated_records and not as_json:
+        err_console.print(
+            f"{report.truncated_records} records are longer than max_seq_length and were cut"
+        )

@@ -1,0 +1,136 @@
+"""Checks of the model folder, the prepared data and the run folder, before anything loads.
+
+Reads only small files: ``config.json``, the JSON headers of the safetensors files, the
+artifact's manifest, and the bytes of ``tokenizer.json`` (for its sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftx.config import ConfigIssues, Issue, TrainConfig
+from ftx.data import read_manifest
+from ftx.errors import DataError
+
+# Weight names inside a block: model.layers.3.self_attn.q_proj.weight -> (3, self_attn.q_proj).
+BLOCK_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.(?:weight|scales)$")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the preflight learned and training needs."""
+
+    model_config: dict[str, Any]
+    weight_files: list[Path]
+    num_layers: int
+    block_modules: frozenset[str]
+    tokenizer_sha256: str
+    manifest: dict[str, Any]
+    splits: tuple[str, ...]
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of the file bytes as stored, the way ``ftx prepare`` records its tokenizer."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes from a safetensors header (8-byte length, then JSON); no tensor is read."""
+    with path.open("rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header: dict[str, Any] = json.loads(f.read(size))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def _model_issues(folder: Path) -> tuple[list[Issue], dict[str, Any], list[Path]]:
+    if not folder.is_dir():
+        return [Issue("model", str(folder), "a local model folder; it does not exist")], {}, []
+    issues = []
+    config: dict[str, Any] = {}
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        issues.append(Issue("model", str(folder), f"a folder with a readable config.json ({e})"))
+    if config and "model_type" not in config:
+        issues.append(Issue("model", str(folder), "config.json must name its model_type"))
+    weights = sorted(folder.glob("model*.safetensors"))
+    if not weights:
+        issues.append(Issue("model", str(folder), "a folder with model*.safetensors weights"))
+    if not (folder / "tokenizer.json").is_file():
+        issues.append(Issue("model", str(folder), "a folder with tokenizer.json"))
+    return issues, config, weights
+
+
+def check_inputs(config: TrainConfig) -> Inputs:
+    """Every check that can fail before the model loads, all reported at once."""
+    issues, model_config, weights = _model_issues(Path(config.model))
+    manifest: dict[str, Any] = {}
+    try:
+        manifest = read_manifest(config.data)
+    except (DataError, FileNotFoundError) as e:
+        issues.append(Issue("data", str(config.data), f"an artifact of `ftx prepare` ({e})"))
+    splits = tuple(s for s, v in manifest.get("splits", {}).items() if v.get("records", 0) > 0)
+    if manifest and "train" not in splits:
+        issues.append(Issue("data", str(config.data), "an artifact with a non-empty train split"))
+    if config.eval_every is not None and manifest and "valid" not in splits:
+        issues.append(Issue("eval_every", config.eval_every, "the artifact has no valid split"))
+
+    sha = ""
+    if (Path(config.model) / "tokenizer.json").is_file():
+        sha = sha256_file(Path(config.model) / "tokenizer.json")
+        prepared_with = manifest.get("tokenizer", {}).get("sha256")
+        if manifest and prepared_with != sha:
+            issues.append(
+                Issue(
+                    "data",
+                    str(config.data),
+                    f"data tokenized with the model's tokenizer; the artifact's tokenizer sha256 "
+                    f"is {prepared_with}, {config.model}/tokenizer.json has {sha}: "
+                    "prepare the data again with this model",
+                )
+            )
+
+    modules: set[str] = set()
+    layers: set[int] = set()
+    for f in weights:
+        for name, shape in safetensors_shapes(f).items():
+            if m := BLOCK_WEIGHT.search(name):
+                layers.add(int(m.group(1)))
+                if len(shape) == 2:  # linear layers (norms are 1-D)
+                    modules.add(m.group(2))
+    if config.num_layers is not None and layers and config.num_layers > len(layers):
+        issues.append(
+            Issue("num_layers", config.num_layers, f"at most {len(layers)}, the model's blocks")
+        )
+    for target in config.target_modules or []:
+        if modules and target not in modules:
+            issues.append(
+                Issue("target_modules", target, f"a linear layer of the blocks: {sorted(modules)}")
+            )
+    if config.quantize is not None and "quantization" in model_config:
+        issues.append(Issue("quantize", config.quantize, "the base is already quantized"))
+
+    out = Path(config.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        issues.append(Issue("out", str(out), "a new or empty folder (runs never overwrite)"))
+    if issues:
+        raise ConfigIssues("configuration", issues)
+    return Inputs(
+        model_config=model_config,
+        weight_files=weights,
+        num_layers=len(layers),
+        block_modules=frozenset(modules),
+        tokenizer_sha256=sha,
+        manifest=manifest,
+        splits=splits,
+    )

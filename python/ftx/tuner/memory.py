@@ -1,0 +1,119 @@
+"""Peak-memory estimate of a training run, from shapes alone (``ftx train --dry-run``).
+
+peak = weights + trainable copies (parameters, gradients, accumulated gradients, optimizer
+state) + the activations one micro-batch keeps for its backward pass + the logits at trained
+positions. Activations are counted per token and per block from the architecture's widths; the
+constants are the tensors an MLX transformer block keeps (see ``ACTIVATION_WIDTHS``) and are
+checked against ``mx.get_peak_memory()`` in tests/tuner/test_memory.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ftx.config import TrainConfig
+from ftx.tuner.batching import Plan
+from ftx.tuner.model import flatten, on_gpu, trainable_parameters
+
+# Saved for the backward pass, per token of a block, in units of the hidden width D, the key/
+# value width, the MLP width I and (attention weights) heads x row length.
+ACTIVATION_WIDTHS = {"hidden": 10.0, "kv": 3.0, "mlp": 5.0, "attention": 2.0}
+# Optimizer state per trainable value.
+STATE_COPIES = {"adamw": 2.0, "adam": 2.0, "sgd": 1.0, "adafactor": 0.0}
+# Logits at trained positions: the logits, their softmax and its gradient, in float32.
+LOGIT_COPIES = 3.0
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes by kind, their total, and what this machine has for it."""
+
+    weights: int
+    adapters: int
+    gradients: int
+    optimizer: int
+    activations: int
+    total: int
+    available: int | None
+    fits: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def available_memory() -> int | None:
+    """Memory training may use: the GPU's recommended working set, else the RAM the OS reports
+    as available."""
+    if on_gpu():
+        info: dict[str, Any] = dict(mx.device_info())
+        size = info.get("max_recommended_working_set_size") or info.get("memory_size")
+        return int(size) if size else None
+    if sys.platform == "linux":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def _widths(model_config: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    c = model_config.get("text_config", model_config)
+    d = int(c["hidden_size"])
+    heads = int(c["num_attention_heads"])
+    head_dim = int(c.get("head_dim") or d // heads)
+    kv = int(c.get("num_key_value_heads") or heads) * head_dim
+    mlp = int(c.get("intermediate_size") or 4 * d)
+    return d, kv, mlp, heads, int(c["vocab_size"])
+
+
+def estimate_memory(
+    model: nn.Module, config: TrainConfig, plan: Plan, model_config: dict[str, Any]
+) -> MemoryEstimate:
+    """The estimate for the widest micro-batch of ``plan``."""
+    trainable = sum(v.nbytes for v in trainable_parameters(model).values())
+    weights = sum(v.nbytes for _, v in flatten(model.parameters())) - trainable
+    gradients = trainable * (2 if config.grad_accumulation > 1 else 1)
+    optimizer = int(trainable * STATE_COPIES[config.optimizer])
+    if config.optimizer == "sgd" and config.momentum == 0:
+        optimizer = 0
+
+    d, kv, mlp, heads, vocab = _widths(model_config)
+    rows = config.batch_size
+    width = plan.widest_row()
+    per_token = (
+        ACTIVATION_WIDTHS["hidden"] * d
+        + ACTIVATION_WIDTHS["kv"] * kv
+        + ACTIVATION_WIDTHS["mlp"] * mlp
+        + ACTIVATION_WIDTHS["attention"] * heads * width
+    )
+    blocks = len(model.layers)
+    itemsize = 4 if not on_gpu() else 2
+    trained = rows * width * plan.trained_fraction
+    activations = int(
+        rows * width * blocks * per_token * itemsize + trained * vocab * 4 * LOGIT_COPIES
+    )
+
+    total = weights + trainable + gradients + optimizer + activations
+    available = available_memory()
+    return MemoryEstimate(
+        weights=weights,
+        adapters=trainable,
+        gradients=gradients,
+        optimizer=optimizer,
+        activations=activations,
+        total=total,
+        available=available,
+        fits=None if available is None else total <= available,
+    )

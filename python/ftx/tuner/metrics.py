@@ -1,0 +1,106 @@
+"""What a run reports while it trains: ``metrics.jsonl`` lines and a progress bar on stderr.
+
+Both are callbacks of the trainer, so the loop knows nothing about files or terminals.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+# Every line of metrics.jsonl has all of these keys; a value not measured at that step is null.
+KEYS = (
+    "step",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "learning_rate",
+    "grad_norm",
+    "trained_tokens_per_s",
+    "processed_tokens_per_s",
+    "peak_memory",
+    "elapsed",
+)
+
+
+class MetricsLog:
+    """Appends one JSON object per report to ``metrics.jsonl``, flushed as it goes, so a run
+    can be followed (``tail -f``) and survives a crash up to its last report."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("w", encoding="utf-8")
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if record.get("train_loss") is None and record.get("val_loss") is None:
+            return
+        self._file.write(json.dumps({k: record.get(k) for k in KEYS}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+class ProgressBar:
+    """Steps done, ETA and the latest losses on stderr; inert when disabled."""
+
+    def __init__(self, total: int, enabled: bool, console: Console | None = None) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._losses = {"train": "-", "val": "-"}
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("[bold]train[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[line]}"),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.total, line="")
+        return self
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self._progress is None:
+            return
+        for key in ("train", "val"):
+            if record.get(f"{key}_loss") is not None:
+                self._losses[key] = f"{record[f'{key}_loss']:.4f}"
+        line = f"loss {self._losses['train']} · val {self._losses['val']}"
+        if record.get("trained_tokens_per_s") is not None:
+            line += f" · {record['trained_tokens_per_s']:,.0f} trained tok/s"
+        self._progress.update(self._task, completed=record["step"], line=line)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()

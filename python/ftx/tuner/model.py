@@ -1,0 +1,202 @@
+"""The model side of training: load an mlx-lm architecture from a local folder, choose how the
+base computes, apply LoRA / DoRA / full fine-tuning, and save adapters in mlx-lm's format.
+
+Architectures and LoRA layers are mlx-lm's own (``mlx_lm.utils.load_model``,
+``linear_to_lora_layers``), so whatever mlx-lm can load, ftx can train.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+from mlx_lm.tuner.utils import linear_to_lora_layers
+from mlx_lm.utils import dequantize_model, load_model
+
+from ftx.config import TrainConfig
+from ftx.errors import ConfigError
+
+QUANT_GROUP = 64
+ADAPTERS = "adapters.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+LORA_LEAVES = ("lora_a", "lora_b", "m")
+DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+
+@dataclass(frozen=True)
+class Base:
+    """What was loaded and how its frozen weights compute during training."""
+
+    model_type: str
+    quantized_bits: int | None
+    dequantized: bool
+    compute_dtype: str
+
+    def describe(self) -> str:
+        if self.quantized_bits is None:
+            return f"{self.model_type}, float, computing in {self.compute_dtype}"
+        how = (
+            f"dequantized to {self.compute_dtype} (CPU quantized matmul is far slower than GEMM)"
+            if self.dequantized
+            else "kept quantized (QLoRA)"
+        )
+        return f"{self.model_type}, {self.quantized_bits}-bit, {how}"
+
+
+def flatten(tree: Any) -> list[tuple[str, Any]]:
+    """``tree_flatten`` with the list type it returns when no destination is given."""
+    flat: list[tuple[str, Any]] = tree_flatten(tree)  # type: ignore[assignment]
+    return flat
+
+
+def flatten_modules(model: nn.Module) -> list[tuple[str, Any]]:
+    flat: list[tuple[str, Any]] = tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module)  # type: ignore[assignment]
+    return flat
+
+
+def scalar(a: mx.array) -> float:
+    return float(a.item())  # type: ignore[arg-type]
+
+
+def on_gpu() -> bool:
+    return bool(mx.default_device() == mx.gpu)
+
+
+def _quantized_bits(model: nn.Module) -> int | None:
+    bits = {int(m.bits) for _, m in model.named_modules() if hasattr(m, "bits")}
+    return max(bits) if bits else None
+
+
+def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
+    """Casts float weights; quantized weights and their scales keep their types."""
+    quantized = {n for n, m in model.named_modules() if hasattr(m, "bits")}
+    weights = [
+        (k, v.astype(dtype))
+        for k, v in flatten(model.parameters())
+        if mx.issubdtype(v.dtype, mx.floating) and k.rsplit(".", 1)[0] not in quantized
+    ]
+    model.load_weights(weights, strict=False)
+
+
+def _float_dtype(model: nn.Module) -> str:
+    """The dtype of the first float weight (the embedding in mlx-lm models)."""
+    for _, v in flatten(model.parameters()):
+        if mx.issubdtype(v.dtype, mx.floating):
+            return str(v.dtype).removeprefix("mlx.core.")
+    return "none"
+
+
+def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]:
+    """The base model, quantized (``quantize``), dequantized or cast as the config asks.
+
+    On CPU the auto choices are float32 for everything: MLX's CPU GEMM on float32 runs through
+    BLAS, while bfloat16 and quantized matmuls take much slower paths. ``lazy`` builds the
+    model without reading a weight (shapes and dtypes only, for a dry run).
+    """
+    model, hf = load_model(Path(config.model), lazy=True)
+    if config.quantize is not None:
+        if _quantized_bits(model) is not None:
+            raise ConfigError(f"quantize = {config.quantize}: {config.model} is already quantized")
+        nn.quantize(
+            model,
+            group_size=QUANT_GROUP,
+            bits=config.quantize,
+            class_predicate=lambda _, m: (
+                hasattr(m, "to_quantized") and m.weight.shape[-1] % QUANT_GROUP == 0
+            ),
+        )
+    bits = _quantized_bits(model)
+    dequantize = bits is not None and (
+        config.dequantize_base == "always" or (config.dequantize_base == "auto" and not on_gpu())
+    )
+    if bits is not None and config.method == "full" and not dequantize:
+        raise ConfigError(
+            f"method = 'full': the weights of {config.model} are quantized; "
+            "set dequantize_base: always or use lora/dora"
+        )
+    if dequantize:
+        model = dequantize_model(model)
+    if config.compute_dtype != "auto":
+        _cast_floats(model, DTYPES[config.compute_dtype])
+    elif not on_gpu():
+        _cast_floats(model, mx.float32)
+    if not lazy:
+        mx.eval(model.parameters())
+    return model, Base(str(hf.get("model_type")), bits, dequantize, _float_dtype(model))
+
+
+def lora_parameters(config: TrainConfig, keys: list[str]) -> dict[str, Any]:
+    return {
+        "rank": config.rank,
+        "scale": config.lora_scale,
+        "dropout": config.dropout,
+        "keys": keys,
+    }
+
+
+def layer_count(model: nn.Module) -> int:
+    return len(model.layers)
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    """Names (relative to a block) of every linear layer in the blocks: mlx-lm's default."""
+    names = {
+        name
+        for block in model.layers
+        for name, m in block.named_modules()
+        if isinstance(m, nn.Linear | nn.QuantizedLinear)
+    }
+    return sorted(names)
+
+
+def adapt(model: nn.Module, config: TrainConfig) -> dict[str, Any]:
+    """Freezes the base and makes trainable what the method says; returns the
+    ``adapter_config.json`` content that lets mlx-lm rebuild the same layers."""
+    num_layers = config.num_layers or layer_count(model)
+    model.freeze()
+    meta: dict[str, Any] = {"fine_tune_type": config.method, "num_layers": num_layers}
+    if config.method == "full":
+        for block in model.layers[-num_layers:]:
+            block.unfreeze()
+        return meta
+    keys = config.target_modules or default_targets(model)
+    # LoRA's A matrices start random: seeded so a run is repeatable.
+    mx.random.seed(config.seed)
+    params = lora_parameters(config, keys)
+    linear_to_lora_layers(model, num_layers, params, use_dora=config.method == "dora")
+    meta["lora_parameters"] = params
+    return meta
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, mx.array]:
+    return dict(flatten(model.trainable_parameters()))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable). A quantized weight counts its unpacked size."""
+    total = 0
+    for _, m in flatten_modules(model):
+        for name, v in flatten(m.parameters()):
+            if hasattr(m, "bits") and name == "weight":
+                total += v.size * 32 // int(m.bits)
+            elif not (hasattr(m, "bits") and name in {"scales", "biases"}):
+                total += v.size
+    trainable = sum(v.size for v in trainable_parameters(model).values())
+    return total, trainable
+
+
+def save_adapters(
+    model: nn.Module, folder: Path, meta: dict[str, Any], name: str = ADAPTERS
+) -> Path:
+    """``adapters.safetensors`` (the trainable weights) + ``adapter_config.json``, mlx-lm's
+    layout: ``mlx_lm.load(base, adapter_path=folder)`` restores the trained model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    mx.save_safetensors(str(path), trainable_parameters(model))
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,400 @@
+//! Tokenize a rendered record and build its loss mask from the template's spans. The rules are in
+//! `docs/masking.md`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use crate::conversation::{Message, Role};
+use crate::reject::{Reject, RejectCode};
+use crate::template::{Rendered, Span, SpecialTokens, Tail};
+use crate::{Error, Result};
+
+#[cfg(test)]
+mod tests;
+
+/// A tokenizer plus what masking needs to know about its special tokens.
+#[derive(Debug)]
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    /// Ids of added tokens marked `special` (`<|im_end|>`, `<|eot_id|>`, `</s>`…), sorted.
+    special_ids: Vec<u32>,
+    /// What the post-processor puts around a text (`[<|begin_of_text|>]`, `[]`), after the
+    /// config's `add_bos_token`/`add_eos_token` were applied.
+    prefix: Vec<u32>,
+    suffix: Vec<u32>,
+}
+
+/// What a model folder says besides the tokenizer itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// The chat template, from `chat_template.jinja`, else `chat_template.json`, else
+    /// `tokenizer_config.json` (transformers' order).
+    pub template: Option<String>,
+    pub specials: SpecialTokens,
+    /// sha256 of the (decompressed) tokenizer.json: the same tokenizer hashes the same whether
+    /// it is stored gzipped or not.
+    pub tokenizer_sha256: String,
+    pub add_bos_token: Option<bool>,
+    pub add_eos_token: Option<bool>,
+}
+
+/// Which tokens of a chat record are trained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrainOn {
+    /// Every assistant message whose `train` flag is set.
+    #[default]
+    Assistant,
+    /// Only the last assistant message (and only if its `train` flag is set).
+    Last,
+    /// Every token, prompt included.
+    All,
+}
+
+impl TrainOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainOn::Assistant => "assistant",
+            TrainOn::Last => "last",
+            TrainOn::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "assistant" => Some(TrainOn::Assistant),
+            "last" => Some(TrainOn::Last),
+            "all" => Some(TrainOn::All),
+            _ => None,
+        }
+    }
+}
+
+/// Token ids and their loss mask (1 = trained), of equal length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u8>,
+}
+
+fn config_error(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{}: {what}", path.display()))
+}
+
+/// Reads `path`, gunzipping it when it is gzipped (by content, not by name).
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = fs_err::read(path)?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(out)
+}
+
+fn read_json(path: &Path) -> Result<Option<Json>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = fs_err::read(path)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| config_error(path, e))
+}
+
+/// A token in a config: `"<s>"` or `{"content": "<s>", ...}` (a serialized `AddedToken`).
+fn token_string(v: Option<&Json>) -> Option<String> {
+    match v? {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// `chat_template` as a string, or as a list of `{name, template}` of which transformers uses
+/// "default".
+fn template_value(v: &Json, path: &Path) -> Result<Option<String>> {
+    match v {
+        Json::Null => Ok(None),
+        Json::String(s) => Ok(Some(s.clone())),
+        Json::Array(items) => {
+            let named = |n: &str| {
+                items
+                    .iter()
+                    .find(|t| t.get("name").and_then(Json::as_str) == Some(n))
+            };
+            match named("default")
+                .and_then(|t| t.get("template"))
+                .and_then(Json::as_str)
+            {
+                Some(s) => Ok(Some(s.to_string())),
+                None => {
+                    let names: Vec<&str> = items
+                        .iter()
+                        .filter_map(|t| t.get("name")?.as_str())
+                        .collect();
+                    Err(config_error(
+                        path,
+                        format!("several chat templates {names:?} and none named \"default\""),
+                    ))
+                }
+            }
+        }
+        _ => Err(config_error(
+            path,
+            "chat_template is neither a string nor a list",
+        )),
+    }
+}
+
+impl Encoder {
+    /// Loads a `tokenizer.json` (or a gzipped one).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::load(path, None, None).map(|(enc, _)| enc)
+    }
+
+    fn load(
+        path: &Path,
+        bos: Option<(&str, bool)>,
+        eos: Option<(&str, bool)>,
+    ) -> Result<(Self, String)> {
+        let bytes = read_maybe_gz(path)?;
+        let sha = format!("{:x}", Sha256::digest(&bytes));
+        let mut tokenizer = Tokenizer::from_bytes(&bytes)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        // A tokenizer.json can carry truncation and padding settings; ftx does its own length
+        // handling and must see every token.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+        let mut special_ids: Vec<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        special_ids.sort_unstable();
+        let (mut prefix, mut suffix) = post_processor_tokens(&tokenizer)?;
+        for (tok, list, at_start) in [(bos, &mut prefix, true), (eos, &mut suffix, false)] {
+            let Some((tok, wanted)) = tok else { continue };
+            let Some(id) = tokenizer.token_to_id(tok) else {
+                continue;
+            };
+            let present = list.contains(&id);
+            if wanted && !present {
+                if at_start {
+                    list.insert(0, id);
+                } else {
+                    list.push(id);
+                }
+            } else if !wanted {
+                list.retain(|t| *t != id);
+            }
+        }
+        Ok((
+            Encoder {
+                tokenizer,
+                special_ids,
+                prefix,
+                suffix,
+            },
+            sha,
+        ))
+    }
+
+    /// Loads a model folder: `tokenizer.json` (or `.json.gz`), `tokenizer_config.json`,
+    /// `special_tokens_map.json`, `chat_template.json` and `chat_template.jinja`, each when present.
+    pub fn from_model_dir(dir: &Path) -> Result<(Self, ModelFiles)> {
+        let tok_path = ["tokenizer.json", "tokenizer.json.gz"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.exists())
+            .ok_or_else(|| config_error(dir, "no tokenizer.json or tokenizer.json.gz"))?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config = read_json(&config_path)?.unwrap_or(Json::Null);
+        let map = read_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Json::Null);
+        let special =
+            |key: &str| token_string(config.get(key)).or_else(|| token_string(map.get(key)));
+        let specials = SpecialTokens {
+            bos: special("bos_token"),
+            eos: special("eos_token"),
+            pad: special("pad_token"),
+            unk: special("unk_token"),
+        };
+        let mut template = match config.get("chat_template") {
+            Some(v) => template_value(v, &config_path)?,
+            None => None,
+        };
+        let json_path = dir.join("chat_template.json");
+        if let Some(v) = read_json(&json_path)? {
+            if let Some(t) = v.get("chat_template") {
+                template = template_value(t, &json_path)?.or(template);
+            }
+        }
+        let jinja_path: PathBuf = dir.join("chat_template.jinja");
+        if jinja_path.exists() {
+            template = Some(fs_err::read_to_string(&jinja_path)?);
+        }
+        let add_bos_token = config.get("add_bos_token").and_then(Json::as_bool);
+        let add_eos_token = config.get("add_eos_token").and_then(Json::as_bool);
+        let bos = specials.bos.as_deref().zip(add_bos_token);
+        let eos = specials.eos.as_deref().zip(add_eos_token);
+        let (encoder, sha) = Self::load(&tok_path, bos, eos)?;
+        let files = ModelFiles {
+            template,
+            specials,
+            tokenizer_sha256: sha,
+            add_bos_token,
+            add_eos_token,
+        };
+        Ok((encoder, files))
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn is_special(&self, id: u32) -> bool {
+        self.special_ids.binary_search(&id).is_ok()
+    }
+
+    /// Tokenizes a rendered chat record as transformers' `apply_chat_template(tokenize=True)`
+    /// does (no special tokens added: the template writes its own BOS; special tokens in the
+    /// text are parsed as such) and masks the messages `train_on` selects.
+    pub fn encode_chat(
+        &self,
+        rendered: &Rendered,
+        messages: &[Message],
+        train_on: TrainOn,
+    ) -> Result<Encoded, Reject> {
+        let text = rendered.text.as_str();
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(tokenizer_reject)?;
+        let ids = enc.get_ids().to_vec();
+        let offsets = enc.get_offsets();
+        let mut mask = vec![0u8; ids.len()];
+        let last_assistant = messages.iter().rposition(|m| m.role == Role::Assistant);
+        let trained = |i: usize| {
+            let m = &messages[i];
+            m.role == Role::Assistant
+                && m.train
+                && (train_on == TrainOn::Assistant || Some(i) == last_assistant)
+        };
+        if train_on == TrainOn::All {
+            mask.fill(1);
+        } else {
+            let mut found = vec![false; messages.len()];
+            for (k, span) in rendered.spans.iter().enumerate() {
+                if span.message >= messages.len() || !trained(span.message) {
+                    continue;
+                }
+                found[span.message] = true;
+                let bound = rendered.spans.get(k + 1).map_or(text.len(), |s| s.start);
+                self.mark_span(text, &ids, offsets, span, bound, &mut mask);
+            }
+            if let Some(i) = (0..messages.len()).find(|&i| trained(i) && !found[i]) {
+                return Err(Reject::new(
+                    RejectCode::MaskNotFound,
+                    format!(
+                        "assistant message {i} is not in the rendered text \
+                         (the template dropped or rewrote it)"
+                    ),
+                ));
+            }
+        }
+        if !mask.contains(&1) {
+            return Err(Reject::new(
+                RejectCode::NothingToTrain,
+                "no token is trained",
+            ));
+        }
+        Ok(Encoded { ids, mask })
+    }
+
+    /// Trains the tokens that overlap the span (as transformers' `char_to_token` does: from the
+    /// token holding its first byte to the one holding its last), then the end of the turn.
+    fn mark_span(
+        &self,
+        text: &str,
+        ids: &[u32],
+        offsets: &[(usize, usize)],
+        span: &Span,
+        bound: usize,
+        mask: &mut [u8],
+    ) {
+        let first = offsets.partition_point(|o| o.1 <= span.start);
+        let end = offsets.partition_point(|o| o.0 < span.end);
+        if first >= end {
+            return;
+        }
+        mask[first..end].fill(1);
+        if span.tail == Tail::Complete {
+            return;
+        }
+        // End of turn: up to and including the first special token after the span, over
+        // whitespace only (after an unclosed tool call, over the rest of the call too), and never
+        // into the next message. Anything else first means the turn has no end token.
+        for j in end..ids.len() {
+            let (a, b) = offsets[j];
+            if a >= bound {
+                return;
+            }
+            if self.is_special(ids[j]) {
+                mask[end..=j].fill(1);
+                return;
+            }
+            let blank = text.get(a..b).map_or(true, |s| s.trim().is_empty());
+            if !blank && span.tail != Tail::ToolCall {
+                return;
+            }
+        }
+    }
+
+    /// Tokenizes plain text for continued pretraining: every token is trained, and BOS/EOS are
+    /// added as the tokenizer's post-processor does, corrected by the config's
+    /// `add_bos_token`/`add_eos_token`.
+    pub fn encode_text(&self, text: &str) -> Result<Encoded, Reject> {
+        let enc = self
+            .tokenizer
+            .encode_fast(text, false)
+            .map_err(tokenizer_reject)?;
+        if enc.get_ids().is_empty() {
+            return Err(Reject::new(
+                RejectCode::NothingToTrain,
+                "the text has no token",
+            ));
+        }
+        let mut ids = Vec::with_capacity(enc.len() + self.prefix.len() + self.suffix.len());
+        ids.extend_from_slice(&self.prefix);
+        ids.extend_from_slice(enc.get_ids());
+        ids.extend_from_slice(&self.suffix);
+        let mask = vec![1; ids.len()];
+        Ok(Encoded { ids, mask })
+    }
+}
+
+fn tokenizer_reject(e: tokenizers::Error) -> Reject {
+    Reject::new(RejectCode::TokenizerError, e.to_string())
+}
+
+/// The ids the post-processor adds before and after a single sequence, found by encoding one
+/// probe text with and without special tokens.
+fn post_processor_tokens(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
+    let probe = "a";
+    let err = |e: tokenizers::Error| Error::Tokenizer(e.to_string());
+    let with = tok.encode_fast(probe, true).map_err(err)?;
+    let without = tok.encode_fast(probe, false).map_err(err)?;
+    let (with, without) = (with.get_ids(), without.get_ids());
+    let at = (0..=with.len().saturating_sub(without.len()))
+        .find(|&k| with[k..].starts_with(without))
+        .ok_or_else(|| Error::Tokenizer("the post-processor rewrites the text's tokens".into()))?;
+    Ok((with[..at].to_vec(), with[at + without.len()..].to_vec()))
+}
