@@ -47,13 +47,16 @@ def convert(
     out: str | os.PathLike[str],
     *,
     dequantize: bool = False,
+    dtype: str | None = None,
     force: bool = False,
 ) -> ConvertReport:
     """Converts a llama-architecture GGUF file into an mlx-lm model folder at ``out``.
 
     Q4_0, Q4_1 and Q8_0 tensors stay quantized (MLX reads those blocks losslessly) unless
-    ``dequantize`` is set; F16/BF16/F32 tensors are written as float. ``out`` must not exist
-    unless ``force`` is set, in which case it is replaced.
+    ``dequantize`` is set; F16/BF16/F32 tensors are written as float. ``dtype`` (float16,
+    bfloat16, float32) is the type of the float tensors and of the quantization scales; by
+    default float32 when MLX runs on the CPU, else the file's own precision. ``out`` must not
+    exist unless ``force`` is set, in which case it is replaced.
     """
     start = time.perf_counter()
     src, dst = Path(gguf), Path(out)
@@ -66,7 +69,8 @@ def convert(
 
     from ftx.gguf_model import to_mlx
 
-    model = to_mlx(arrays, meta, dequantize=dequantize)
+    dtype = dtype or default_dtype(arrays)
+    model = to_mlx(arrays, meta, dequantize=dequantize, dtype=dtype)
     model.config["bos_token_id"] = vocab.bos
     model.config["eos_token_id"] = vocab.end_of_turn_ids()
     manifest = {
@@ -77,9 +81,9 @@ def convert(
             "file": src.name,
             "path": os.path.relpath(src.resolve(), dst.resolve()),
             "bytes": src.stat().st_size,
-            "sha256": _sha256(src),
+            "sha256": sha256(src),
         },
-        "options": {"dequantize": dequantize},
+        "options": {"dequantize": dequantize, "dtype": dtype},
         "model": {
             "architecture": model.config["model_type"],
             "parameters": model.parameters,
@@ -101,6 +105,18 @@ def convert(
         bytes_written=written,
         manifest=manifest,
     )
+
+
+def default_dtype(arrays: dict[str, Any]) -> str:
+    """float32 on the CPU, where MLX computes half precision in software (its quantized matmul
+    with float16 scales runs ~30x slower than with float32 ones); else the file's precision."""
+    import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
+
+    from ftx.gguf_model import native_dtype
+
+    if mx.default_device() == mx.cpu:
+        return "float32"
+    return native_dtype(arrays)
 
 
 def _load(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -137,13 +153,20 @@ def _write_folder(
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     try:
+        # mkdtemp's folder is private (0700); the model folder is an ordinary one.
+        tmp.chmod(0o755)
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
         _write_json(tmp / "config.json", config)
         _write_json(tmp / "tokenizer.json", tokenizer_json(meta), indent=None)
         _write_json(tmp / "tokenizer_config.json", tokenizer_config(meta))
+        manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         _write_json(tmp / MANIFEST, manifest)
         written = sum(p.stat().st_size for p in tmp.iterdir())
+        # The files reach the disk before the rename makes them visible under dst.
+        for p in [*tmp.iterdir(), tmp]:
+            _fsync(p)
         _replace(tmp, dst)
+        _fsync(dst.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise FtxIOError(f"{dst}: writing the model folder failed: {e}") from e
@@ -164,11 +187,19 @@ def _replace(tmp: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
     path.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):

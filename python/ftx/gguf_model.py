@@ -35,6 +35,8 @@ _LAYER = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# The float types a converted model can be written in -> short names for reports.
+DTYPES = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
 # Precomputed RoPE frequency factors: folded into config.json's rope_scaling instead.
 _ROPE_FREQS = "rope_freqs"
 
@@ -198,8 +200,27 @@ def _llama3_scaling(factors: list[float], theta: float, head_dim: int) -> dict[s
     return params
 
 
-def to_mlx(arrays: Mapping[str, mx.array], meta: Mapping[str, Any], dequantize: bool) -> MLXModel:
-    """Renames, un-permutes and (optionally) dequantizes the tensors of a llama GGUF file."""
+def native_dtype(arrays: Mapping[str, mx.array]) -> str:
+    """The precision of a file's matrices: float32 if all are, else float16.
+
+    Norms are float32 in every GGUF file, so only 2-D float tensors count; quantized blocks
+    carry float16 scales.
+    """
+    import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
+
+    tensors = _group(arrays)
+    floats = [t.weight.dtype for t in tensors.values() if t.quant is None and t.weight.ndim == 2]
+    return "float32" if floats and all(d == mx.float32 for d in floats) else "float16"
+
+
+def to_mlx(
+    arrays: Mapping[str, mx.array], meta: Mapping[str, Any], dequantize: bool, dtype: str
+) -> MLXModel:
+    """Renames, un-permutes and (optionally) dequantizes the tensors of a llama GGUF file.
+
+    ``dtype`` (float16, bfloat16 or float32) is that of every float tensor written, including
+    the scales and biases of quantized ones.
+    """
     import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
 
     arch = meta.get("general.architecture")
@@ -210,9 +231,9 @@ def to_mlx(arrays: Mapping[str, mx.array], meta: Mapping[str, Any], dequantize: 
     if unknown:
         raise ConfigError(f"tensors with no llama counterpart: {', '.join(unknown[:5])}")
     config = llama_config(meta, tensors)
-    floats = [t.weight.dtype for t in tensors.values() if t.quant is None and t.weight.ndim == 2]
-    # Norms are float32 in every GGUF file; the model's own precision is that of its matrices.
-    dtype = mx.float32 if floats and all(d == mx.float32 for d in floats) else mx.float16
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    target = getattr(mx, dtype)
     weights: dict[str, mx.array] = {}
     bits: dict[str, int] = {}
     kinds: Counter[str] = Counter()
@@ -227,23 +248,26 @@ def to_mlx(arrays: Mapping[str, mx.array], meta: Mapping[str, Any], dequantize: 
             heads = config["num_attention_heads" if name.endswith("q") else "num_key_value_heads"]
             t = t.unpermute(heads)
         if t.bias is not None:
-            weights[f"{path}.bias"] = t.bias.astype(dtype)
+            weights[f"{path}.bias"] = t.bias.astype(target)
         b = t.bits
         if t.quant is None:
-            kinds["f32" if t.weight.dtype == mx.float32 else "f16"] += 1
-            weights[f"{path}.weight"] = t.weight.astype(dtype)
+            kinds[DTYPES[str(t.weight.dtype).rpartition(".")[2]]] += 1
+            weights[f"{path}.weight"] = t.weight.astype(target)
         elif dequantize:
-            kinds[f"q{b}->{'f32' if dtype == mx.float32 else 'f16'}"] += 1
-            full = mx.dequantize(t.weight, *t.quant, group_size=GROUP_SIZE, bits=b)
-            weights[f"{path}.weight"] = full.astype(dtype)
+            kinds[f"q{b}->{DTYPES[dtype]}"] += 1
+            # In float32 whatever the target: float16 scale * value products round, and
+            # the result must equal what the quantized matmul computes.
+            scales, biases = (q.astype(mx.float32) for q in t.quant)
+            full = mx.dequantize(t.weight, scales, biases, group_size=GROUP_SIZE, bits=b)
+            weights[f"{path}.weight"] = full.astype(target)
         else:
             assert b is not None
             kinds[f"q{b}"] += 1
             bits[path] = b
             weights[f"{path}.weight"] = t.weight
-            weights[f"{path}.scales"] = t.quant[0].astype(dtype)
-            weights[f"{path}.biases"] = t.quant[1].astype(dtype)
-    config["torch_dtype"] = "float32" if dtype == mx.float32 else "float16"
+            weights[f"{path}.scales"] = t.quant[0].astype(target)
+            weights[f"{path}.biases"] = t.quant[1].astype(target)
+    config["torch_dtype"] = dtype
     if bits:
         config["quantization"] = config["quantization_config"] = _quantization(bits)
     return MLXModel(weights, config, parameters, dict(sorted(kinds.items())))

