@@ -9,18 +9,16 @@ folder or the complete new one, never half written.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
-from ftx.errors import ConfigError, FtxFileNotFoundError, FtxIOError
+from ftx.errors import ConfigError, FtxFileNotFoundError
 from ftx.gguf_tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
+from ftx.staged_folder import check_free, staged_folder, write_json
 
 MANIFEST = "ftx_convert.json"
 
@@ -62,8 +60,7 @@ def convert(
     src, dst = Path(gguf), Path(out)
     if not src.is_file():
         raise FtxFileNotFoundError(f"{src}: no such GGUF file")
-    if dst.exists() and not force:
-        raise ConfigError(f"{dst} already exists; --force (force=True) replaces it")
+    check_free(dst, force)
     arrays, meta = _load(src)
     vocab = GGUFVocab(meta)
 
@@ -92,7 +89,7 @@ def convert(
         },
         "tokenizer": {"model": vocab.kind, "pre": vocab.pre_name, "vocab_size": len(vocab.tokens)},
     }
-    written = _write_folder(dst, model.weights, model.config, meta, manifest)
+    written = _write_folder(dst, force, model.weights, model.config, meta, manifest)
     return ConvertReport(
         out_dir=dst,
         seconds=time.perf_counter() - start,
@@ -143,6 +140,7 @@ def _plain(value: Any) -> Any:
 
 def _write_folder(
     dst: Path,
+    force: bool,
     weights: dict[str, Any],
     config: dict[str, Any],
     meta: dict[str, Any],
@@ -150,53 +148,15 @@ def _write_folder(
 ) -> int:
     import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        # mkdtemp's folder is private (0700); the model folder is an ordinary one.
-        tmp.chmod(0o755)
+    with staged_folder(dst, force) as tmp:
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
-        _write_json(tmp / "config.json", config)
-        _write_json(tmp / "tokenizer.json", tokenizer_json(meta), indent=None)
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(meta))
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "tokenizer.json", tokenizer_json(meta), indent=None)
+        write_json(tmp / "tokenizer_config.json", tokenizer_config(meta))
         manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        _write_json(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, manifest)
         written = sum(p.stat().st_size for p in tmp.iterdir())
-        # The files reach the disk before the rename makes them visible under dst.
-        for p in [*tmp.iterdir(), tmp]:
-            _fsync(p)
-        _replace(tmp, dst)
-        _fsync(dst.parent)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FtxIOError(f"{dst}: writing the model folder failed: {e}") from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return written
-
-
-def _replace(tmp: Path, dst: Path) -> None:
-    """Moves the finished folder into place; an old ``dst`` is removed only after that."""
-    if not dst.exists():
-        tmp.rename(dst)
-        return
-    old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
-    dst.rename(old)
-    tmp.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
-    path.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def sha256(path: Path) -> str:
