@@ -23,10 +23,13 @@ from ftx.errors import (
 if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
     from ftx.evaluation import EvalResult, evaluate
+    from ftx.gguf import ConvertReport, convert
     from ftx.preparation import PrepareReport, prepare
     from ftx.training import TrainReport, train
 
 _LAZY = {
+    "convert": "ftx.gguf",
+    "ConvertReport": "ftx.gguf",
     "prepare": "ftx.preparation",
     "PrepareReport": "ftx.preparation",
     "load_dataset": "ftx.data",
@@ -48,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ConfigError",
+    "ConvertReport",
     "DataError",
     "EvalResult",
     "FtxError",
@@ -60,6 +64,7 @@ __all__ = [
     "TokenizerError",
     "TrainReport",
     "__version__",
+    "convert",
     "evaluate",
     "load_dataset",
     "prepare",
