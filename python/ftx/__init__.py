@@ -22,10 +22,13 @@ from ftx.errors import (
 
 if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
+    from ftx.gguf import ConvertReport, convert
     from ftx.preparation import PrepareReport, prepare
     from ftx.training import TrainReport, train
 
 _LAZY = {
+    "convert": "ftx.gguf",
+    "ConvertReport": "ftx.gguf",
     "prepare": "ftx.preparation",
     "PrepareReport": "ftx.preparation",
     "load_dataset": "ftx.data",
@@ -45,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ConfigError",
+    "ConvertReport",
     "DataError",
     "FtxError",
     "FtxFileNotFoundError",
@@ -56,6 +60,7 @@ __all__ = [
     "TokenizerError",
     "TrainReport",
     "__version__",
+    "convert",
     "load_dataset",
     "prepare",
     "train",

@@ -12,6 +12,7 @@ import click
 # verb -> (module, one-line help). The help is duplicated here on purpose: listing the verbs
 # must not import them.
 VERBS: dict[str, tuple[str, str]] = {
+    "convert": ("ftx.cli.convert", "A GGUF model in, an mlx-lm model folder out."),
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
 }
