@@ -84,7 +84,21 @@ class TrainConfig(BaseModel):
         None, ge=1, description="Micro-batches per validation (default: the whole split)."
     )
     report_every: int = Field(10, ge=1, description="Train metrics every N steps.")
-    save_every: int | None = Field(None, ge=1, description="Adapter checkpoint every N steps.")
+    save_every: int | None = Field(
+        100, ge=1, description="Checkpoint every N steps (also at the end and on Ctrl-C)."
+    )
+    keep_checkpoints: int = Field(
+        3, ge=1, description="Newest checkpoints kept (the best one is kept besides)."
+    )
+    patience: int | None = Field(
+        None, ge=1, description="Early stopping: validations without improvement before stopping."
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="Early stopping: smallest drop of val loss that is an improvement."
+    )
+    max_bad_steps: int = Field(
+        5, ge=1, description="Stop after this many non-finite steps in a row (each is skipped)."
+    )
 
     @property
     def lora_scale(self) -> float:
@@ -151,6 +165,8 @@ def _cross_issues(c: TrainConfig) -> list[Issue]:
                 out.append(Issue(key, getattr(c, key), "applies to lora and dora, not full"))
     if c.cycle_steps is not None and c.schedule != "cosine_restarts":
         out.append(Issue("cycle_steps", c.cycle_steps, "only for schedule cosine_restarts"))
+    if c.patience is not None and c.eval_every is None:
+        out.append(Issue("patience", c.patience, "early stopping needs eval_every"))
     if c.target_modules is not None and not c.target_modules:
         out.append(Issue("target_modules", c.target_modules, "name at least one module"))
     return out
@@ -197,6 +213,26 @@ def _extends_path(name: str, base: Path | None) -> Path:
     raise ConfigIssues(
         "extends", [Issue("extends", name, f"a profile ({', '.join(profiles())}) or a YAML file")]
     )
+
+
+# Keys a resumed run may change: they say how far to go and how to report, not what to compute.
+RESUMABLE_CHANGES = frozenset(
+    {"iters", "epochs", "save_every", "keep_checkpoints", "report_every", "max_bad_steps"}
+)
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Lines ``key: old -> new`` for every key whose change a resume cannot accept."""
+    keys = sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def resolved(config: TrainConfig) -> dict[str, Any]:
+    """The config as plain data, with absolute paths so it re-runs from anywhere."""
+    data = config.model_dump(mode="json")
+    for key in ("model", "data", "out"):
+        data[key] = str(Path(data[key]).resolve())
+    return data
 
 
 # Keys that say the same thing two ways: a layer that sets one drops the other from below it.
@@ -248,7 +284,4 @@ def load_config(
 
 def dump(config: TrainConfig) -> str:
     """The resolved config as YAML, with absolute paths so it re-runs from anywhere."""
-    data = config.model_dump(mode="json")
-    for key in ("model", "data", "out"):
-        data[key] = str(Path(data[key]).resolve())
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump(resolved(config), sort_keys=False)

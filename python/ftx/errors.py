@@ -26,6 +26,10 @@ class TokenizerError(FtxError):
     """The tokenizer could not be loaded or failed."""
 
 
+class TrainingInterrupted(FtxError):
+    """Ctrl-C stopped a training run after a checkpoint of its last complete step."""
+
+
 class FtxIOError(FtxError, OSError):
     """Reading or writing a file failed."""
 
@@ -47,4 +51,5 @@ __all__ = [
     "FtxPermissionError",
     "TemplateError",
     "TokenizerError",
+    "TrainingInterrupted",
 ]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +18,6 @@ from ftx.config import TrainConfig, dump, load_config, validate
 
 if TYPE_CHECKING:
     from ftx.tuner.memory import MemoryEstimate
-
-RUN_MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,13 @@ class TrainReport:
     seconds: float = 0.0
     peak_memory: int = 0
     truncated_records: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str | None = None
+    best_step: int | None = None
+    best_val_loss: float | None = None
+    skipped_steps: int = 0
+    resumed_from: int | None = None
+    ranks: int = 1
+    rank: int = 0
 
     @property
     def trained_tokens_per_s(self) -> float:
@@ -80,7 +83,9 @@ def _config(config: TrainConfig | Mapping[str, Any] | str | Path) -> TrainConfig
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    from ftx.tuner.files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def train(
@@ -89,6 +94,7 @@ def train(
     dry_run: bool = False,
     progress: bool = False,
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    resume: bool | None = None,
 ) -> TrainReport:
     """Fine-tunes ``config.model`` on the prepared ``config.data`` into ``config.out``.
 
@@ -132,7 +138,37 @@ def train(
     )
     if dry_run:
         return setup
-    return _run(cfg, model, plan, adapter_meta, inputs.splits, setup, progress, callbacks)
+    return _run(cfg, model, plan, adapter_meta, inputs.splits, setup, progress, callbacks, resume)
+
+
+def _resume_point(cfg: TrainConfig, provenance: str | None, required: bool) -> Any:
+    """The checkpoint to continue from (None: start fresh). Refuses a run folder made with
+    other data or a config that differs beyond what a resume may change, with the diff."""
+    from ftx.config import config_diff, read_yaml, resolved
+    from ftx.errors import ConfigError
+    from ftx.tuner import checkpoint
+
+    run_dir = Path(cfg.out)
+    ckpt, skipped = checkpoint.latest(run_dir)
+    if ckpt is None:
+        if required:
+            why = f" ({'; '.join(skipped)})" if skipped else ""
+            raise ConfigError(f"{run_dir}: --resume, but no valid checkpoint to resume from{why}")
+        before = run_dir / "config.yaml"
+        old = read_yaml(before) if before.is_file() else None
+    else:
+        old = ckpt.state["config"]
+        if ckpt.state["data_provenance"] != provenance:
+            raise ConfigError(
+                f"{run_dir}: cannot resume: the data changed (provenance "
+                f"{ckpt.state['data_provenance']} -> {provenance}); use a new run folder"
+            )
+    if old is not None and (diff := config_diff(old, resolved(cfg))):
+        raise ConfigError(
+            f"{run_dir}: cannot resume with a changed config (only iters, epochs and reporting "
+            "may change); changed:\n  " + "\n  ".join(diff)
+        )
+    return ckpt
 
 
 def _run(
@@ -144,15 +180,19 @@ def _run(
     setup: TrainReport,
     progress: bool,
     callbacks: Sequence[Callable[[dict[str, Any]], None]],
+    resume: bool | None,
 ) -> TrainReport:
     import mlx.core as mx
 
     from ftx import __version__
     from ftx.data import load_dataset
+    from ftx.tuner import checkpoint
     from ftx.tuner.batching import Plan
+    from ftx.tuner.files import write_atomic, write_text_atomic
     from ftx.tuner.forward import Forward
+    from ftx.tuner.inputs import RUN_FORMAT, RUN_MANIFEST
     from ftx.tuner.metrics import MetricsLog, ProgressBar
-    from ftx.tuner.model import save_adapters
+    from ftx.tuner.model import ADAPTER_CONFIG, ADAPTERS, trainable_parameters
     from ftx.tuner.trainer import Trainer
 
     forward = Forward(model, cfg.packing)
@@ -165,55 +205,101 @@ def _run(
         return Plan(ds, cfg.batch_size, cfg.max_seq_length, cfg.packing, seed=None)
 
     run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump(cfg), encoding="utf-8")
+    provenance = plan.ds.manifest.get("provenance")
+    ckpt = _resume_point(cfg, provenance, required=bool(resume)) if resume is not False else None
+    group = mx.distributed.init()
+    # Data parallel (mlx.launch): every rank has read the run folder before rank 0 writes it.
+    main = group.rank() == 0
+    _barrier(group)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_partial(run_dir)
+        write_text_atomic(run_dir / "config.yaml", dump(cfg))
     manifest: dict[str, Any] = {
-        "format": "ftx-run",
+        "format": RUN_FORMAT,
         "ftx_version": __version__,
         "command": sys.argv,
         "started": datetime.now(timezone.utc).isoformat(),
+        "resumed_from": None if ckpt is None else ckpt.step,
         "inputs": {
             "model": str(Path(cfg.model).resolve()),
             "data": str(Path(cfg.data).resolve()),
-            "data_provenance": plan.ds.manifest.get("provenance"),
+            "data_provenance": provenance,
             "tokenizer_sha256": plan.ds.tokenizer_sha256,
         },
         "config": "config.yaml",
     }
-    _write_json(run_dir / RUN_MANIFEST, manifest)
+    if main:
+        _write_json(run_dir / RUN_MANIFEST, manifest)
 
-    log = MetricsLog(run_dir / "metrics.jsonl")
     trainer = Trainer(
-        model, forward, cfg, plan, split_plan("valid"), run_dir, adapter_meta, [log, *callbacks]
+        model,
+        forward,
+        cfg,
+        plan,
+        split_plan("valid"),
+        run_dir,
+        adapter_meta,
+        [],
+        provenance=provenance,
+        resume=ckpt,
+        group=group,
     )
-    start = time.perf_counter()
+    # metrics.jsonl restarts from what the checkpoint saw, so it never shows a step twice.
+    log = MetricsLog(run_dir / "metrics.jsonl", trainer.state.metrics) if main else None
+    trainer.callbacks += [log, *callbacks] if log is not None else [*callbacks]
+    show = progress and main
     try:
-        with ProgressBar(trainer.total_steps, enabled=progress) as bar:
+        with ProgressBar(trainer.total_steps, enabled=show, start=trainer.state.step) as bar:
             trainer.callbacks.append(bar)
-            fit = trainer.fit()
+            state = trainer.fit()
     finally:
-        log.close()
-    save_adapters(model, run_dir, adapter_meta)
+        if log is not None:
+            log.close()
+    _barrier(group)  # the last checkpoint is written before any rank reads the best one
+
+    # The final adapter is the best by validation loss when there was a validation.
+    best = state.best_step
+    if best is not None:
+        model.load_weights(checkpoint.load(checkpoint.folder(run_dir, best)).weights(), False)
+    weights = trainable_parameters(model)
+    if main:
+        write_atomic(run_dir / ADAPTERS, lambda p: mx.save_safetensors(str(p), weights))
+        write_text_atomic(run_dir / ADAPTER_CONFIG, json.dumps(adapter_meta, indent=2) + "\n")
     test = split_plan("test")
     test_loss = trainer.evaluate(test) if test is not None else None
-    t = fit.totals
+    t = state.totals
     report = replace(
         setup,
         dry_run=False,
-        steps=t.steps,
-        epochs=fit.epochs,
-        train_loss=fit.train_loss,
-        val_loss=fit.val_loss,
+        steps=state.step,
+        epochs=state.step / trainer.steps_per_epoch,
+        train_loss=state.train_loss,
+        val_loss=state.val_loss,
         test_loss=test_loss,
-        grad_norm=fit.grad_norm,
+        grad_norm=state.grad_norm,
         trained_tokens=t.trained_tokens,
         processed_tokens=t.real_tokens,
         computed_tokens=t.computed_tokens,
         seconds=t.seconds,
         peak_memory=mx.get_peak_memory(),
-        extras={"wall_seconds": time.perf_counter() - start},
+        stop_reason=state.stop_reason,
+        best_step=best,
+        best_val_loss=state.best_val,
+        skipped_steps=state.skipped_steps,
+        resumed_from=manifest["resumed_from"],
+        ranks=group.size(),
+        rank=group.rank(),
     )
-    manifest["finished"] = datetime.now(timezone.utc).isoformat()
-    manifest["report"] = report.to_dict()
-    _write_json(run_dir / RUN_MANIFEST, manifest)
+    if main:
+        manifest["finished"] = datetime.now(timezone.utc).isoformat()
+        manifest["report"] = report.to_dict()
+        _write_json(run_dir / RUN_MANIFEST, manifest)
     return report
+
+
+def _barrier(group: Any) -> None:
+    import mlx.core as mx
+
+    if group.size() > 1:
+        mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group))

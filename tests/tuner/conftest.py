@@ -8,6 +8,7 @@ MLX is imported only inside fixtures, so that the tests that do not need it run 
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import shutil
 from collections.abc import Callable
@@ -87,7 +88,7 @@ def write_artifact(out: Path, model: Path, sizes: dict[str, int], seed: int = 0)
         tokens = rng.integers(3, vocab_size(), int(lengths.sum())).astype(np.uint32)
         mask = np.zeros(len(tokens), np.uint8)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint64)
-        for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        for a, b in itertools.pairwise(offsets):
             mask[int(a) + int(rng.integers(2, b - a - 2)) : int(b)] = 1
         files = {}
         for name, arr in (("tokens", tokens), ("mask", mask), ("offsets", offsets)):

@@ -19,7 +19,11 @@ from rich.table import Table
 
 from ftx.cli._common import common_options, guarded, print_json
 from ftx.config import TrainConfig, load_config, profiles
+from ftx.errors import TrainingInterrupted
 from ftx.report import err_console, out_console
+
+# The shell's convention for a run stopped by SIGINT.
+EXIT_INTERRUPTED = 130
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -45,7 +49,8 @@ def _option(name: str, field: FieldInfo) -> Decorator:
         kind: Any = int if all(isinstance(c, int) for c in choices) else str
         shown = "|".join(str(c) for c in choices)
         return click.option(flag, name, type=kind, metavar=f"[{shown}]", help=help_text)
-    kind = {int: int, float: float, Path: click.Path(path_type=Path)}.get(ann, str)
+    kinds: dict[Any, Any] = {int: int, float: float, Path: click.Path(path_type=Path)}
+    kind = kinds.get(ann, str)
     return click.option(flag, name, type=kind, help=help_text)
 
 
@@ -85,7 +90,7 @@ def _summary(r: Any) -> Table:
             if v is not None
         )
         rows += [
-            ("steps", f"{r.steps:,} ({r.epochs:.2f} epochs) in {r.seconds:.1f}s"),
+            ("steps", f"{r.steps:,} ({r.epochs:.2f} epochs); {r.seconds:.1f}s in training steps"),
             ("loss", losses),
             (
                 "throughput",
@@ -94,7 +99,17 @@ def _summary(r: Any) -> Table:
             ),
             ("packing efficiency", f"{r.packing_efficiency:.1%} of computed tokens are real"),
             ("peak memory", _bytes(r.peak_memory)),
+            ("stopped", r.stop_reason or "?"),
+            ("ranks", f"{r.ranks} (data parallel)" if r.ranks > 1 else "1"),
         ]
+        if r.best_step is not None:
+            rows.append(
+                ("final adapter", f"best validation: step {r.best_step}, {r.best_val_loss:.4f}")
+            )
+        if r.resumed_from is not None:
+            rows.append(("resumed", f"from the checkpoint of step {r.resumed_from}"))
+        if r.skipped_steps:
+            rows.append(("skipped steps", f"{r.skipped_steps} (non-finite loss or gradient)"))
     for k, v in rows:
         t.add_row(f"[bold]{k}[/]", v)
     return t
@@ -111,11 +126,17 @@ def _summary(r: Any) -> Table:
 @click.option("--extends", help=f"Profile ({', '.join(profiles())}) or YAML file to start from.")
 @config_options
 @click.option("--dry-run", is_flag=True, help="Parameters and a memory estimate; no training.")
+@click.option(
+    "--resume/--no-resume",
+    default=None,
+    help="Continue from the run folder's newest checkpoint (default: if there is one).",
+)
 @common_options
 def command(
     config_file: Path | None,
     extends: str | None,
     dry_run: bool,
+    resume: bool | None,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -132,11 +153,27 @@ def command(
 
     show_progress = not quiet and not as_json and sys.stderr.isatty()
 
+    def warn(record: dict[str, Any]) -> None:
+        if record.get("event") == "skipped_step":
+            err_console.print(
+                f"[yellow]warning[/]: step {record['step']} skipped: loss {record['loss']}, "
+                f"grad norm {record['grad_norm']}",
+                soft_wrap=True,
+            )
+
     def work() -> Any:
         cfg = load_config(config_file, {**keys, "extends": extends})
-        return train(cfg, dry_run=dry_run, progress=show_progress)
+        try:
+            return train(
+                cfg, dry_run=dry_run, progress=show_progress, callbacks=[warn], resume=resume
+            )
+        except TrainingInterrupted as e:
+            err_console.print(f"[yellow]{e}[/]", highlight=False, soft_wrap=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     report = guarded(debug, work)
+    if report.rank != 0:  # data parallel: rank 0 speaks for the run
+        return
     if as_json:
         print_json(report.to_dict())
     elif not quiet:

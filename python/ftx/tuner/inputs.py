@@ -6,6 +6,7 @@ artifact's manifest, and the bytes of ``tokenizer.json`` (for its sha256).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -18,6 +19,9 @@ from ftx.config import ConfigIssues, Issue, TrainConfig
 from ftx.data import read_manifest
 from ftx.errors import DataError
 
+GZIP_MAGIC = b"\x1f\x8b"
+RUN_MANIFEST = "manifest.json"
+RUN_FORMAT = "ftx-run"
 # Weight names inside a block: model.layers.3.self_attn.q_proj.weight -> (3, self_attn.q_proj).
 BLOCK_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.(?:weight|scales)$")
 
@@ -35,10 +39,13 @@ class Inputs:
     splits: tuple[str, ...]
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of the file bytes as stored, the way ``ftx prepare`` records its tokenizer."""
+def tokenizer_sha256(path: Path) -> str:
+    """sha256 of the decompressed bytes of ``tokenizer.json``, as ``ftx prepare`` records it
+    (so a gzipped and a plain copy of one tokenizer hash the same)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == GZIP_MAGIC
+    with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -50,6 +57,15 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
         (size,) = struct.unpack("<Q", f.read(8))
         header: dict[str, Any] = json.loads(f.read(size))
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder ``ftx train`` made (it resumes there); anything else is never written into."""
+    try:
+        manifest = json.loads((path / RUN_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == RUN_FORMAT
 
 
 def _model_issues(folder: Path) -> tuple[list[Issue], dict[str, Any], list[Path]]:
@@ -87,7 +103,7 @@ def check_inputs(config: TrainConfig) -> Inputs:
 
     sha = ""
     if (Path(config.model) / "tokenizer.json").is_file():
-        sha = sha256_file(Path(config.model) / "tokenizer.json")
+        sha = tokenizer_sha256(Path(config.model) / "tokenizer.json")
         prepared_with = manifest.get("tokenizer", {}).get("sha256")
         if manifest and prepared_with != sha:
             issues.append(
@@ -121,8 +137,10 @@ def check_inputs(config: TrainConfig) -> Inputs:
         issues.append(Issue("quantize", config.quantize, "the base is already quantized"))
 
     out = Path(config.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        issues.append(Issue("out", str(out), "a new or empty folder (runs never overwrite)"))
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_run_folder(out))):
+        issues.append(
+            Issue("out", str(out), "a new or empty folder, or an ftx run folder to resume")
+        )
     if issues:
         raise ConfigIssues("configuration", issues)
     return Inputs(

@@ -20,6 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ftx.tuner.files import write_text_atomic
+
 # Every line of metrics.jsonl has all of these keys; a value not measured at that step is null.
 KEYS = (
     "step",
@@ -35,18 +37,31 @@ KEYS = (
 )
 
 
+def line(record: dict[str, Any]) -> str:
+    """A step's line has every key of ``KEYS``; an event's line (``event``: resumed,
+    checkpoint, skipped_step, stopped) has what the event says."""
+    if record.get("event"):
+        return json.dumps(record) + "\n"
+    return json.dumps({k: record.get(k) for k in KEYS}) + "\n"
+
+
 class MetricsLog:
     """Appends one JSON object per report to ``metrics.jsonl``, flushed as it goes, so a run
-    can be followed (``tail -f``) and survives a crash up to its last report."""
+    can be followed (``tail -f``) and survives a crash up to its last report. A resumed run
+    first rewrites the file (atomically) with the records of its checkpoint."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, history: list[dict[str, Any]]) -> None:
         self.path = path
-        self._file: IO[str] = path.open("w", encoding="utf-8")
+        write_text_atomic(path, "".join(line(r) for r in history))
+        self._file: IO[str] = path.open("a", encoding="utf-8")
 
     def __call__(self, record: dict[str, Any]) -> None:
-        if record.get("train_loss") is None and record.get("val_loss") is None:
+        if not record.get("event") and (
+            record.get("train_loss") is None and record.get("val_loss") is None
+        ):
             return
-        self._file.write(json.dumps({k: record.get(k) for k in KEYS}) + "\n")
+        # One write per line: a crash leaves whole lines.
+        self._file.write(line(record))
         self._file.flush()
 
     def close(self) -> None:
@@ -60,13 +75,16 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 class ProgressBar:
     """Steps done, ETA and the latest losses on stderr; inert when disabled."""
 
-    def __init__(self, total: int, enabled: bool, console: Console | None = None) -> None:
-        self.total = total
+    def __init__(
+        self, total: int, enabled: bool, console: Console | None = None, start: int = 0
+    ) -> None:
+        self.total, self.start = total, start
         self.enabled = enabled
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
         self._task: Any = None
         self._losses = {"train": "-", "val": "-"}
+        self._speed = ""
 
     def __enter__(self) -> ProgressBar:
         if self.enabled:
@@ -82,18 +100,20 @@ class ProgressBar:
                 transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task("train", total=self.total, line="")
+            self._task = self._progress.add_task(
+                "train", total=self.total, completed=self.start, line=""
+            )
         return self
 
     def __call__(self, record: dict[str, Any]) -> None:
-        if self._progress is None:
+        if self._progress is None or record.get("event"):
             return
         for key in ("train", "val"):
             if record.get(f"{key}_loss") is not None:
                 self._losses[key] = f"{record[f'{key}_loss']:.4f}"
-        line = f"loss {self._losses['train']} · val {self._losses['val']}"
         if record.get("trained_tokens_per_s") is not None:
-            line += f" · {record['trained_tokens_per_s']:,.0f} trained tok/s"
+            self._speed = f" · {record['trained_tokens_per_s']:,.0f} trained tok/s"
+        line = f"loss {self._losses['train']} · val {self._losses['val']}{self._speed}"
         self._progress.update(self._task, completed=record["step"], line=line)
 
     def __exit__(

@@ -1,0 +1,138 @@
+"""``ftx train`` end to end: real ``ftx prepare`` output in, an adapter mlx-lm loads out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftx.config import ConfigIssues
+from ftx.tuner.metrics import KEYS, read_metrics
+
+pytestmark = pytest.mark.mlx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def chat_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
+    import ftx
+
+    out = tmp_path_factory.mktemp("chat") / "prepared"
+    ftx.prepare(
+        REPO / "examples" / "data" / "chat.jsonl",
+        out=out,
+        model=tiny_llama,
+        valid=0.1,
+        test=0.1,
+        max_reject_ratio=0.05,
+    )
+    return out
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    return subprocess.run(
+        [sys.executable, "-m", "ftx.cli", "train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_cli_trains_on_a_prepared_artifact_and_mlx_lm_loads_the_adapter(
+    tiny_llama: Path, chat_artifact: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    done = run_cli(
+        *("--model", tiny_llama, "--data", chat_artifact, "--out", out),
+        *("--iters", "6", "--batch-size", "2", "--max-seq-length", "128"),
+        *("--eval-every", "3", "--report-every", "2", "--learning-rate", "1e-3", "--json"),
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["steps"] == 6
+    assert summary["val_loss"] is not None and summary["test_loss"] is not None
+    assert summary["blas"].startswith(("openblas", "accelerate", "bundled"))
+    assert summary["stop_reason"] == "completed 6 steps"
+    assert 0 < summary["packing_efficiency"] <= 1
+    assert summary["trained_tokens"] < summary["processed_tokens"] <= summary["computed_tokens"]
+
+    steps = [r for r in read_metrics(out / "metrics.jsonl") if "event" not in r]
+    assert [r["step"] for r in steps] == [2, 3, 4, 6]
+    for r in steps:
+        assert set(r) == set(KEYS)
+        assert r["learning_rate"] > 0 and r["grad_norm"] > 0 and r["peak_memory"] > 0
+    assert [r["step"] for r in steps if r["val_loss"] is not None] == [3, 6]
+    assert all(r["trained_tokens_per_s"] > 0 for r in steps if r["train_loss"] is not None)
+
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["fine_tune_type"] == "lora"
+    assert (out / "config.yaml").is_file()
+    assert json.loads((out / "manifest.json").read_text())["report"]["steps"] == 6
+
+    import mlx.core as mx
+    from mlx_lm import generate, load
+
+    model, tokenizer = load(str(tiny_llama), adapter_path=str(out))
+    trained = mx.load(str(out / "adapters.safetensors"))
+    loaded = dict(__import__("mlx.utils").utils.tree_flatten(model.trainable_parameters()))
+    name = next(iter(trained))
+    assert mx.array_equal(loaded[name], trained[name])
+    text = generate(model, tokenizer, "hello", max_tokens=4)
+    assert isinstance(text, str)
+
+
+def test_refuses_data_prepared_with_another_tokenizer(
+    make_config: Callable[..., dict[str, Any]], tmp_path: Path, tiny_llama: Path
+) -> None:
+    import shutil
+
+    from ftx import train
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_llama, other)
+    tok = json.loads((other / "tokenizer.json").read_text())
+    tok["added_tokens"][0]["content"] += "x"
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ConfigIssues) as e:
+        train(make_config(model=other))
+    assert "tokenizer sha256" in str(e.value) and "prepare the data again" in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_gzipped_tokenizer_hashes_like_the_plain_one(tmp_path: Path, tiny_llama: Path) -> None:
+    import gzip
+
+    from ftx.tuner.inputs import tokenizer_sha256
+
+    plain = tiny_llama / "tokenizer.json"
+    packed = tmp_path / "tokenizer.json"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert tokenizer_sha256(packed) == tokenizer_sha256(plain)
+
+
+def test_dry_run_loads_no_weights_and_writes_nothing(
+    make_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    from ftx import train
+
+    r = train(make_config(), dry_run=True)
+    assert r.dry_run and r.trainable_parameters > 0 and r.total_parameters > r.trainable_parameters
+    assert r.memory.total > r.memory.weights > 0
+    assert not (tmp_path / "run").exists()
+
+
+def test_epochs_set_the_number_of_steps(make_config: Callable[..., dict[str, Any]]) -> None:
+    from ftx import train
+
+    r = train(make_config(iters=None, epochs=2, batch_size=8, save_every=None))
+    assert r.epochs == 2.0
+    assert r.steps % 2 == 0 and r.steps > 2
