@@ -22,6 +22,7 @@ from ftx.errors import (
 
 if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
+    from ftx.evaluation import EvalResult, evaluate
     from ftx.gguf import ConvertReport, convert
     from ftx.preparation import PrepareReport, prepare
     from ftx.training import TrainReport, train
@@ -34,6 +35,8 @@ _LAZY = {
     "load_dataset": "ftx.data",
     "PreparedDataset": "ftx.data",
     "train": "ftx.training",
+    "evaluate": "ftx.evaluation",
+    "EvalResult": "ftx.evaluation",
     "TrainReport": "ftx.training",
 }
 
@@ -50,6 +53,7 @@ __all__ = [
     "ConfigError",
     "ConvertReport",
     "DataError",
+    "EvalResult",
     "FtxError",
     "FtxFileNotFoundError",
     "FtxIOError",
@@ -61,6 +65,7 @@ __all__ = [
     "TrainReport",
     "__version__",
     "convert",
+    "evaluate",
     "load_dataset",
     "prepare",
     "train",

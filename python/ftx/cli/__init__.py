@@ -15,6 +15,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "convert": ("ftx.cli.convert", "A GGUF model in, an mlx-lm model folder out."),
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
+    "evaluate": ("ftx.cli.evaluate", "Loss and generation metrics, base vs adapted, side by side."),
 }
 
 
