@@ -158,7 +158,7 @@ def _check(
     limit: int | None,
 ) -> _Inputs:
     """Every check that can fail before MLX loads."""
-    from ftx.tuner.inputs import sha256_file
+    from ftx.tuner.inputs import tokenizer_sha256
 
     if not (model / "config.json").is_file() or not (model / "tokenizer.json").is_file():
         raise FtxFileNotFoundError(
@@ -182,7 +182,7 @@ def _check(
         if not manifest["splits"].get(split, {}).get("records"):
             have = [s for s, v in manifest["splits"].items() if v.get("records")]
             raise ConfigError(f"split = {split!r}: {prepared} has records in {have} only")
-        theirs, ours = manifest["tokenizer"]["sha256"], sha256_file(model / "tokenizer.json")
+        theirs, ours = manifest["tokenizer"]["sha256"], tokenizer_sha256(model / "tokenizer.json")
         if theirs != ours:
             raise ConfigError(
                 f"data = {prepared}: tokenized with another tokenizer (sha256 {theirs}; "

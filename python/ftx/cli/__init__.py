@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
     "evaluate": ("ftx.cli.evaluate", "Loss and generation metrics, base vs adapted, side by side."),
+    "quickstart": ("ftx.cli.quickstart", "The whole loop on the embedded model: train, prove it."),
 }
 
 
