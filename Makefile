@@ -53,7 +53,7 @@ test-rust:
 	cargo test --workspace
 
 test-python: install
-	cd tests && $(BIN)/python -m pytest -q ..
+	cd tests && $(BIN)/python -m pytest -q .
 
 test: test-rust test-python
 

@@ -11,7 +11,6 @@ Run: pytest benches/test_train_throughput.py -s   (a few minutes on 2 busy cores
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -45,10 +44,6 @@ MODEL = {
 }
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-
-
 def _data(out: Path) -> Path:
     src = SHARED / "data" / "datasets" / "llama_factory" / "alpaca_en_demo.json"
     if not src.exists():
@@ -79,7 +74,7 @@ def _matmul_peak() -> float:
         "    best = max(best, 8 * 2 * n**3 / (time.perf_counter() - t))\n"
         "print(best)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return float(out.stdout.strip())
 
 
@@ -151,7 +146,6 @@ def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path) -> None:
             "--json",
             "-q",
         ],
-        env=_env(),
         capture_output=True,
         text=True,
     )
@@ -194,7 +188,6 @@ def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path) -> None:
             "--adapter-path",
             tmp_path / "mlx-run",
         ],
-        env=_env(),
         capture_output=True,
         text=True,
     )

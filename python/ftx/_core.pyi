@@ -8,8 +8,11 @@ __all__ = [
     "_debug_panic",
     "builtin_templates",
     "expand_inputs",
+    "normalize",
     "num_threads",
     "prepare",
+    "preview",
+    "render_chat",
 ]
 
 __version__: str
@@ -49,3 +52,28 @@ def prepare(
     progress: Callable[[dict[str, float]], object] | None = None,
 ) -> str:
     """Runs the whole prepare pipeline with the interpreter released; returns the report as JSON."""
+
+def normalize(record: str, *, format: str | None = None) -> str:
+    """What a template sees of one record (JSON): ``{"format", "messages", "tools"}``,
+    ``{"format": "text", "text"}`` or ``{"reject": {"code", "message"}}``."""
+
+def render_chat(
+    template: str,
+    record: str,
+    *,
+    add_generation_prompt: bool = False,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
+) -> str:
+    """Renders one record (JSON) with a chat template's source: ``{"text"}`` or ``{"reject"}``."""
+
+def preview(
+    records: list[str],
+    *,
+    model_dir: str | PathLike[str] | None = None,
+    tokenizer: str | PathLike[str] | None = None,
+    chat_template: str | None = None,
+    format: str | None = None,
+    train_on: str = "assistant",
+) -> str:
+    """Encodes records (JSON texts) as ``prepare`` would; returns JSON ``{"template", "items"}``."""

@@ -141,17 +141,22 @@ def train(
     return _run(cfg, model, plan, adapter_meta, inputs.splits, setup, progress, callbacks, resume)
 
 
-def _resume_point(cfg: TrainConfig, provenance: str | None, required: bool) -> Any:
-    """The checkpoint to continue from (None: start fresh). Refuses a run folder made with
-    other data or a config that differs beyond what a resume may change, with the diff."""
+def _resume_point(cfg: TrainConfig, provenance: str | None, resume: bool | None) -> Any:
+    """The checkpoint to continue from (None: start fresh). ``resume``: True requires one,
+    False refuses a folder that has any, None takes one if there is. Refuses a run folder made
+    with other data or a config that differs beyond what a resume may change, with the diff."""
     from ftx.config import config_diff, read_yaml, resolved
     from ftx.errors import ConfigError
     from ftx.tuner import checkpoint
 
     run_dir = Path(cfg.out)
+    if resume is False:
+        if checkpoint.steps(run_dir):
+            raise ConfigError(f"{run_dir}: --no-resume, but it holds checkpoints; use a new folder")
+        return None
     ckpt, skipped = checkpoint.latest(run_dir)
     if ckpt is None:
-        if required:
+        if resume:
             why = f" ({'; '.join(skipped)})" if skipped else ""
             raise ConfigError(f"{run_dir}: --resume, but no valid checkpoint to resume from{why}")
         before = run_dir / "config.yaml"
@@ -206,15 +211,11 @@ def _run(
 
     run_dir = Path(cfg.out)
     provenance = plan.ds.manifest.get("provenance")
-    ckpt = _resume_point(cfg, provenance, required=bool(resume)) if resume is not False else None
+    ckpt = _resume_point(cfg, provenance, resume)
     group = mx.distributed.init()
     # Data parallel (mlx.launch): every rank has read the run folder before rank 0 writes it.
     main = group.rank() == 0
     _barrier(group)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_partial(run_dir)
-        write_text_atomic(run_dir / "config.yaml", dump(cfg))
     manifest: dict[str, Any] = {
         "format": RUN_FORMAT,
         "ftx_version": __version__,
@@ -230,7 +231,11 @@ def _run(
         "config": "config.yaml",
     }
     if main:
+        # The manifest first: from then on a rerun knows this folder as a run to resume.
+        run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(run_dir / RUN_MANIFEST, manifest)
+        checkpoint.remove_partial(run_dir)
+        write_text_atomic(run_dir / "config.yaml", dump(cfg))
 
     trainer = Trainer(
         model,

@@ -221,3 +221,21 @@ def test_tensor_types_mlx_cannot_read_are_a_clear_error(tmp_path: Path) -> None:
 def test_missing_file_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such GGUF file"):
         ftx.convert(tmp_path / "nope.gguf", tmp_path / "out")
+
+
+def test_cli_converts_and_refuses_to_overwrite(
+    tmp_path: Path, write_tiny_gguf: Callable[..., Path]
+) -> None:
+    import subprocess
+    import sys
+
+    src = write_tiny_gguf(tmp_path / "tiny.gguf", "Q4_0")
+    cmd = [sys.executable, "-m", "ftx.cli", "convert", str(src), "--out", str(tmp_path / "m")]
+    done = subprocess.run([*cmd, "--json", "--dequantize"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["options"] == {"dequantize": True, "dtype": "float32"}
+    assert report["model"]["tensors"] == {"f32": 5, "q4->f32": 16}
+    assert report["out_dir"] == str(tmp_path / "m")
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr

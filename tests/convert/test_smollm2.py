@@ -91,6 +91,21 @@ def test_ftx_prepare_accepts_the_converted_folder(smollm2: DefaultModel, tmp_pat
     assert trained.startswith("Paris, ") and trained.endswith("<|im_end|>")
 
 
+def test_the_tool_call_task_prepares_with_smollm2(smollm2: DefaultModel, tmp_path: Path) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    from ftx.tasks import toolcall
+
+    toolcall.write_dataset(tmp_path / "task", seed=0, train=24, valid=6, test=6)
+    report = ftx.prepare(tmp_path / "task" / "train.jsonl", out=tmp_path / "p", model=smollm2.path)
+    assert report.accepted == 24
+    tok = tokenizers.Tokenizer.from_file(str(smollm2.path / "tokenizer.json"))
+    rows = [json.loads(x) for x in (tmp_path / "task" / "train.jsonl").read_text().splitlines()]
+    for (tokens, mask), row in zip(ftx.load_dataset(tmp_path / "p"), rows, strict=True):
+        trained = tok.decode(tokens[mask.astype(bool)].tolist(), skip_special_tokens=False)
+        # Only the call is trained: the function list and the request are context.
+        assert trained == row["messages"][-1]["content"] + "<|im_end|>"
+
+
 def test_the_default_model_is_converted_once_then_reused(
     smollm2: DefaultModel, tmp_path: Path
 ) -> None:

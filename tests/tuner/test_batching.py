@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ftx.data import load_dataset
-from ftx.tuner.batching import Plan, make_batch, pack_rows
+from ftx.tuner.batching import Plan, make_batch, pack_rows, trainable
 
 
 def test_best_fit_decreasing_fills_the_fullest_row_that_fits() -> None:
@@ -119,3 +119,26 @@ def test_a_100k_record_artifact_is_ready_to_train_in_under_2_s(tmp_path: Path) -
     seconds = time.perf_counter() - start
     assert first.trained > 0 and len(plan.ids) == n
     assert seconds < 2.0, f"{seconds:.2f} s"
+
+
+def test_trainable_records_need_a_target_after_their_first_token(tmp_path: Path) -> None:
+    # Records: [len 1, mask 1], [first bit only], [last bit], [none], [middle bit, at the end].
+    masks = [[1], [1, 0, 0], [0, 0, 1], [0, 0], [0, 1, 0]]
+    mask = np.array([b for m in masks for b in m], dtype=np.uint8)
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in masks])]).astype(np.uint64)
+    files = {}
+    for name, arr in (
+        ("tokens", np.ones(len(mask), np.uint32)),
+        ("mask", mask),
+        ("offsets", offsets),
+    ):
+        files[name] = f"train.{name}.npy"
+        np.save(tmp_path / files[name], arr)
+    split = {"records": len(masks), "tokens": len(mask), "trained_tokens": int(mask.sum())}
+    manifest = {
+        "format": "ftx-prepared",
+        "tokenizer": {"sha256": ""},
+        "splits": {"train": {**split, "files": files}},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert trainable(load_dataset(tmp_path, "train")).tolist() == [False, False, True, False, True]

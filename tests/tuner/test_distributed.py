@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -49,7 +48,6 @@ def test_two_ranks_match_one_process(
 
     out = tmp_path / "ranks"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**keys, "out": out}.items()]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
     done = subprocess.run(
         [
             launch,
@@ -57,8 +55,6 @@ def test_two_ranks_match_one_process(
             "2",
             "--backend",
             "ring",
-            "--env",
-            f"PYTHONPATH={REPO / 'python'}",
             sys.executable,
             "-m",
             "ftx.cli",
@@ -69,7 +65,6 @@ def test_two_ranks_match_one_process(
         ],
         capture_output=True,
         text=True,
-        env=env,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr

@@ -4,7 +4,6 @@ checkpoints are whole or absent; resuming with other data or config is refused."
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -37,10 +36,9 @@ def steps_of(run: Path) -> list[dict[str, Any]]:
 
 def cli(config: Path) -> subprocess.Popen[bytes]:
     """``ftx train --config`` in a child process; its stderr goes to ``stderr.log`` beside."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
     cmd = [sys.executable, "-m", "ftx.cli", "train", "--config", str(config), "--quiet"]
     with (config.parent / "stderr.log").open("ab") as log:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def stderr(config: Path) -> str:
@@ -237,7 +235,6 @@ def test_an_unwritable_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoi
     config.write_text(
         yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in keys.items()})
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
     limit = (run / "checkpoints" / good[-1] / "adapters.safetensors").stat().st_size // 2
     script = (
         "import resource, sys; "
@@ -245,7 +242,7 @@ def test_an_unwritable_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoi
         "from ftx.cli import main; sys.exit(main(['train', '--config', sys.argv[1], '-q']))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(config)], env=env, capture_output=True, text=True
+        [sys.executable, "-c", script, str(config)], capture_output=True, text=True
     )
     assert done.returncode == 1
     assert "cannot write" in done.stderr and "step-0000003" in done.stderr
@@ -278,3 +275,14 @@ def test_ctrl_c_checkpoints_the_last_step_and_exits_130(
     ckpt, _ = checkpoint.latest(run)
     assert ckpt is not None and 3 <= ckpt.step < 400
     assert ckpt.step == last_step(run)
+
+
+def test_no_resume_refuses_a_folder_with_checkpoints(
+    make_config: Callable[..., dict[str, Any]],
+) -> None:
+    from ftx import train
+
+    keys = make_config(iters=1, save_every=1)
+    train(keys)
+    with pytest.raises(ConfigError, match="holds checkpoints"):
+        train(keys, resume=False)

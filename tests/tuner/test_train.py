@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,12 +36,10 @@ def chat_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) ->
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
     return subprocess.run(
         [sys.executable, "-m", "ftx.cli", "train", *map(str, args)],
         capture_output=True,
         text=True,
-        env=env,
         timeout=120,
     )
 

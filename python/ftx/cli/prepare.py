@@ -8,16 +8,14 @@ from typing import Any
 
 import click
 
-from ftx.cli._common import common_options, guarded, print_json
+from ftx.cli._common import EXIT_FAILED, common_options, guarded, print_json
 from ftx.report import err_console, out_console
 
 
 @click.command("prepare")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("--model", "-m", type=click.Path(path_type=Path), help="Local model folder.")
-@click.option(
-    "--out", "-o", type=click.Path(path_type=Path), required=True, help="Artifact folder."
-)
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Artifact folder (required).")
 @click.option("--tokenizer", type=click.Path(path_type=Path), help="tokenizer.json to use instead.")
 @click.option("--chat-template", help="Template file, or a shipped template name (chatml, ...).")
 @click.option(
@@ -51,6 +49,11 @@ from ftx.report import err_console, out_console
     "--threads", type=click.IntRange(min=1), help="Default: FTX_NUM_THREADS or all cores."
 )
 @click.option("--force", is_flag=True, help="Rebuild even if the artifact is up to date.")
+@click.option(
+    "--check-template",
+    is_flag=True,
+    help="Self-test the chat template on synthetic conversations, show what is trained, exit.",
+)
 @common_options
 def command(
     inputs: tuple[str, ...],
@@ -71,6 +74,7 @@ def command(
     max_reject_ratio: float | None,
     threads: int | None,
     force: bool,
+    check_template: bool,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -85,6 +89,11 @@ def command(
 
     if model is None and tokenizer is None:
         raise click.UsageError("give --model DIR (or --tokenizer FILE)")
+    if check_template:
+        _check_template(model, tokenizer, chat_template, train_on, as_json, debug)
+        return
+    if not inputs or out is None:
+        raise click.UsageError("give INPUTS and --out DIR (or --check-template)")
     show_progress = not quiet and not as_json and sys.stderr.isatty()
 
     def work() -> Any:
@@ -120,3 +129,49 @@ def command(
         err_console.print(
             f"{report.rejected} rejected records with reasons: {report.out_dir / 'rejects.jsonl'}"
         )
+
+
+def _check_template(
+    model: Path | None,
+    tokenizer: Path | None,
+    chat_template: str | None,
+    train_on: str,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    from dataclasses import asdict
+
+    from rich.text import Text
+
+    from ftx.template_check import check_template
+
+    label, results = guarded(
+        debug,
+        lambda: check_template(
+            model=model, tokenizer=tokenizer, chat_template=chat_template, train_on=train_on
+        ),
+    )
+    failed = [r for r in results if r.status == "failed"]
+    if as_json:
+        print_json({"template": label, "results": [asdict(r) for r in results]})
+    else:
+        out_console.print(f"chat template: {label}", highlight=False)
+        out_console.print(Text("trained text is shown like this", style="black on green"))
+        for r in results:
+            if r.status == "ok":
+                head = f"{r.name}: {r.trained_tokens} of {r.tokens} tokens trained"
+                out_console.rule(head, style="green")
+                body = Text()
+                for seg in r.segments:
+                    body.append(seg.text, style="black on green" if seg.trained else "")
+                out_console.print(body, highlight=False, markup=False, soft_wrap=True)
+            else:
+                color = "red" if r.status == "failed" else "yellow"
+                out_console.rule(f"{r.name}: {r.status}", style=color)
+                out_console.print(r.reason, highlight=False, markup=False)
+        ok = len(results) - len(failed)
+        out_console.print(f"{ok} of {len(results)} synthetic conversations can be masked")
+    if failed:
+        names = ", ".join(r.name for r in failed)
+        err_console.print(f"[bold red]error[/]: cannot mask: {names}", highlight=False)
+        sys.exit(EXIT_FAILED)

@@ -49,16 +49,22 @@ def input_lengths(ds: PreparedDataset, budget: int) -> npt.NDArray[np.int64]:
 
 
 def trainable(ds: PreparedDataset) -> npt.NDArray[np.bool_]:
-    """Records with at least one trained target. Streams the mask once through the memory map;
-    a record's first token is never a target, so its mask bit is subtracted."""
+    """Records with at least one trained target: a mask bit set after the record's first token
+    (which is never a target). One pass of ``maximum.reduceat`` over the memory-mapped uint8
+    mask, on ``[start + 1, end)`` of each record (the even slots of the interleaved bounds)."""
     lengths = ds.lengths()
     starts = ds.offsets[:-1].astype(np.int64)
-    ok = lengths >= 2
-    if not ok.any():
-        return ok
-    sums = np.add.reduceat(ds.mask, starts[ok], dtype=np.int64) - ds.mask[starts[ok]]
+    ok = np.flatnonzero(lengths >= 2)
     out = np.zeros(len(lengths), dtype=bool)
-    out[np.flatnonzero(ok)] = sums > 0
+    if not len(ok):
+        return out
+    bounds = np.empty(2 * len(ok), dtype=np.int64)
+    bounds[0::2] = starts[ok] + 1
+    bounds[1::2] = starts[ok] + lengths[ok]
+    # The last record's end may be the end of the mask, which reduceat does not accept as an
+    # index; its segment then simply runs to the end.
+    hits = np.maximum.reduceat(ds.mask, bounds[:-1])[0::2]
+    out[ok] = hits > 0
     return out
 
 

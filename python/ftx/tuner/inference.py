@@ -30,8 +30,8 @@ from ftx.tuner.batching import Plan
 from ftx.tuner.forward import Forward
 from ftx.tuner.model import Base, load_base, scalar
 
-# Sequences decoded together: one pass over the weights serves them all (decoding a small
-# model on a CPU is bound by reading the weights).
+# Sequences decoded together: one pass over the weights serves them all. Measured on SmolLM2
+# on 2 CPU cores: 3 tokens/s decoding one sequence, 57 tokens/s decoding 32.
 MAX_BATCH = 64
 # Forward.loss divides by its norm argument: 1 makes it the sum over the batch.
 ONE = mx.array(1.0)

@@ -22,6 +22,8 @@ pub struct Encoder {
     tokenizer: Tokenizer,
     /// Ids of added tokens marked `special` (`<|im_end|>`, `<|eot_id|>`, `</s>`…), sorted.
     special_ids: Vec<u32>,
+    /// The config's `eos_token`, when it is a special token: what makes generation stop.
+    eos_id: Option<u32>,
     /// What the post-processor puts around a text (`[<|begin_of_text|>]`, `[]`), after the
     /// config's `add_bos_token`/`add_eos_token` were applied.
     prefix: Vec<u32>,
@@ -201,6 +203,7 @@ impl Encoder {
             Encoder {
                 tokenizer,
                 special_ids,
+                eos_id: None,
                 prefix,
                 suffix,
             },
@@ -245,7 +248,12 @@ impl Encoder {
         let add_eos_token = config.get("add_eos_token").and_then(Json::as_bool);
         let bos = specials.bos.as_deref().zip(add_bos_token);
         let eos = specials.eos.as_deref().zip(add_eos_token);
-        let (encoder, sha) = Self::load(&tok_path, bos, eos)?;
+        let (mut encoder, sha) = Self::load(&tok_path, bos, eos)?;
+        encoder.eos_id = specials
+            .eos
+            .as_deref()
+            .and_then(|t| encoder.tokenizer.token_to_id(t))
+            .filter(|&id| encoder.is_special(id));
         let files = ModelFiles {
             template,
             specials,
@@ -339,16 +347,23 @@ impl Encoder {
         if span.tail == Tail::Complete {
             return;
         }
-        // End of turn: up to and including the first special token after the span, over
-        // whitespace only (after an unclosed tool call, over the rest of the call too), and never
-        // into the next message. Anything else first means the turn has no end token.
+        // End of turn: up to and including the first special token after the span (and the EOS
+        // right after it), over whitespace only (after an unclosed tool call, over the rest of
+        // the call too), and never into the next message. Anything else first means the turn
+        // has no end token.
         for j in end..ids.len() {
             let (a, b) = offsets[j];
             if a >= bound {
                 return;
             }
             if self.is_special(ids[j]) {
-                mask[end..=j].fill(1);
+                // A turn that ends with two special tokens, the second being EOS
+                // (`<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`, Phi-3's `<|end|><|endoftext|>`): the
+                // model must also write the EOS, or it never learns to stop.
+                let eos_next = ids.get(j + 1).is_some_and(|&n| Some(n) == self.eos_id)
+                    && ids[j] != ids[j + 1]
+                    && offsets[j + 1].0 < bound;
+                mask[end..=j + usize::from(eos_next)].fill(1);
                 return;
             }
             let blank = text.get(a..b).map_or(true, |s| s.trim().is_empty());

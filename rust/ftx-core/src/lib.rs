@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod model;
 pub mod options;
 pub mod pipeline;
+pub mod preview;
 pub mod reader;
 pub mod reject;
 pub mod split;

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod prepare;
+mod preview;
 
 /// Raises a Rust panic inside the engine; it must reach Python as ``ftx.FtxError``.
 #[pyfunction]
@@ -26,5 +27,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare::expand_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::prepare, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::builtin_templates, m)?)?;
+    m.add_function(wrap_pyfunction!(preview::normalize, m)?)?;
+    m.add_function(wrap_pyfunction!(preview::render_chat, m)?)?;
+    m.add_function(wrap_pyfunction!(preview::preview, m)?)?;
     Ok(())
 }

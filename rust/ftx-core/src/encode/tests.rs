@@ -314,6 +314,37 @@ fn builtin_chatml_with_a_base_tokenizer() {
 }
 
 #[test]
+fn an_eos_right_after_the_end_token_is_trained_too() {
+    // Command R7B ends a reply with `<|END_RESPONSE|><|END_OF_TURN_TOKEN|>` and stops on the
+    // second (its EOS); Qwen3's tokenizer stands in, with `<|im_end|>` as the EOS.
+    let Some((enc, _, _)) = model("qwen3") else {
+        return;
+    };
+    let src = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{% if m.role == 'assistant' %}<|endoftext|>{% endif %}<|im_end|>\n{% endfor %}";
+    let t = ChatTemplate::new("t", src, specials()).unwrap();
+    let msgs = [
+        Message::new(Role::User, "hi"),
+        Message::new(Role::Assistant, "yo"),
+        Message::new(Role::User, "again"),
+        Message::new(Role::Assistant, "ok"),
+    ];
+    let e = chat(&enc, &t, &msgs, &[], TrainOn::Assistant).unwrap();
+    assert_eq!(
+        trained(&enc, &e),
+        ["yo<|endoftext|><|im_end|>", "ok<|endoftext|><|im_end|>"]
+    );
+    // Without an EOS in the config, the turn ends at the first special token, as before.
+    let plain = Encoder::from_file(
+        &data_dir()
+            .unwrap()
+            .join("tokenizers/qwen3/tokenizer.json.gz"),
+    )
+    .unwrap();
+    let e = chat(&plain, &t, &msgs, &[], TrainOn::Assistant).unwrap();
+    assert_eq!(trained(&plain, &e), ["yo<|endoftext|>", "ok<|endoftext|>"]);
+}
+
+#[test]
 fn unclosed_tool_calls_extend_to_the_first_special_token() {
     let Some((enc, _, _)) = model("qwen3") else {
         return;

@@ -1,0 +1,1 @@
+"""What ``ftx fuse`` writes: fused MLX models, GGUF files and PEFT adapters."""

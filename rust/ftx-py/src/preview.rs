@@ -1,0 +1,91 @@
+//! Conversions for the one-record-at-a-time calls of `ftx_core::preview`: JSON text in and out.
+
+use std::path::PathBuf;
+
+use ftx_core::formats::{Format, FormatOptions};
+use ftx_core::options::PrepareOptions;
+use ftx_core::template::SpecialTokens;
+use ftx_core::Error;
+use pyo3::prelude::*;
+
+use crate::errors;
+
+fn parse(text: &str) -> ftx_core::Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Data(format!("record: {e}")))
+}
+
+fn format_option(format: Option<String>) -> ftx_core::Result<Option<Format>> {
+    format
+        .map(|f| {
+            Format::parse(&f).ok_or_else(|| Error::Config(format!("format: unknown format {f:?}")))
+        })
+        .transpose()
+}
+
+/// What a template sees of one record (JSON): ``{"format", "messages", "tools"}``,
+/// ``{"format": "text", "text"}`` or ``{"reject": {"code", "message"}}``.
+#[pyfunction]
+#[pyo3(signature = (record, *, format=None))]
+pub fn normalize(py: Python<'_>, record: String, format: Option<String>) -> PyResult<String> {
+    errors::run(py, move || {
+        let opts = FormatOptions {
+            forced: format_option(format)?,
+            ..FormatOptions::default()
+        };
+        Ok(ftx_core::preview::normalized(parse(&record)?, &opts).to_string())
+    })
+}
+
+/// Renders one record (JSON) with a chat template's source: ``{"text"}`` or ``{"reject"}``.
+#[pyfunction]
+#[pyo3(signature = (template, record, *, add_generation_prompt=false, bos_token=None, eos_token=None))]
+pub fn render_chat(
+    py: Python<'_>,
+    template: String,
+    record: String,
+    add_generation_prompt: bool,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+) -> PyResult<String> {
+    errors::run(py, move || {
+        let specials = SpecialTokens {
+            bos: bos_token,
+            eos: eos_token,
+            ..SpecialTokens::default()
+        };
+        ftx_core::preview::render(&template, specials, parse(&record)?, add_generation_prompt)
+            .map(|v| v.to_string())
+    })
+}
+
+/// Encodes records (JSON texts) as ``prepare`` would; returns ``{"template", "items"}`` as JSON.
+#[pyfunction]
+#[pyo3(signature = (records, *, model_dir=None, tokenizer=None, chat_template=None, format=None, train_on="assistant"))]
+pub fn preview(
+    py: Python<'_>,
+    records: Vec<String>,
+    model_dir: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    chat_template: Option<String>,
+    format: Option<String>,
+    train_on: &str,
+) -> PyResult<String> {
+    let train_on = train_on.to_string();
+    errors::run(py, move || {
+        let mut o = PrepareOptions::new(Vec::new(), PathBuf::new());
+        o.model_dir = model_dir;
+        o.tokenizer = tokenizer;
+        o.chat_template = chat_template;
+        o.format = format_option(format)?;
+        o.train_on = ftx_core::encode::TrainOn::parse(&train_on).ok_or_else(|| {
+            Error::Config(format!(
+                "train_on: {train_on:?} is not assistant, last or all"
+            ))
+        })?;
+        let values = records
+            .iter()
+            .map(|r| parse(r))
+            .collect::<ftx_core::Result<Vec<_>>>()?;
+        ftx_core::preview::preview(&o, values).map(|v| v.to_string())
+    })
+}
