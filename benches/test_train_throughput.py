@@ -87,9 +87,9 @@ def _steady(values: list[float]) -> float:
 def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path) -> None:
     import importlib.util
 
-    # The tiny-model builder of the trainer tests (benches/ has its own conftest).
+    # The tiny-model builder of the trainer tests.
     spec = importlib.util.spec_from_file_location(
-        "tuner_fixtures", ROOT / "tests/tuner/conftest.py"
+        "tiny_models", ROOT / "tests/tuner/tiny_models.py"
     )
     assert spec is not None and spec.loader is not None
     fixtures = importlib.util.module_from_spec(spec)

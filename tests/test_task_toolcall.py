@@ -74,6 +74,16 @@ def test_test_phrasings_never_appear_in_training(seed: int) -> None:
     assert not train & set(test)
 
 
+def test_without_valid_records_the_valid_phrasings_train_and_test_stays_unseen() -> None:
+    with_valid, without = tc.template_splits(0), tc.template_splits(0, valid=False)
+    assert without["test"] == with_valid["test"]
+    assert without["valid"] == []
+    assert set(without["train"]) == set(with_valid["train"]) | set(with_valid["valid"])
+    train = {e.template for e in tc.generate(0, {"train": 400, "test": 12}) if e.split == "train"}
+    assert set(with_valid["valid"]) <= train
+    assert not train & set(with_valid["test"])
+
+
 def test_calls_carry_typed_arguments_that_follow_the_schema() -> None:
     schemas = {f["name"]: f["parameters"] for f in tc.FUNCTIONS}
     types = {"string": str, "integer": int, "number": (int, float)}

@@ -69,11 +69,12 @@ def default_model(
     ``dequantize`` and ``dtype`` are passed to ``ftx.convert``; each combination is its own
     folder under ``cache`` (default: ``cache_dir() / "models"``).
     """
-    from ftx.gguf import MANIFEST, convert, sha256
+    from ftx.gguf import MANIFEST, convert
+    from ftx.tuner.files import sha256_file
 
     start = time.perf_counter()
     src = embedded_gguf()
-    digest = sha256(src)
+    digest = sha256_file(src)
     root = Path(cache) if cache is not None else cache_dir() / "models"
     variant = f"{'f' if dequantize else 'q'}-{dtype or 'auto'}"
     dst = root / f"{FILE.removesuffix('.gguf')}-{digest[:16]}-{variant}"

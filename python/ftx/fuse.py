@@ -58,6 +58,7 @@ class FuseOptions:
     data: Path | None = None
     split: str = "test"
     max_length: int = 2048
+    force: bool = False
 
     def check(self) -> None:
         if self.format not in FORMATS:
@@ -180,7 +181,7 @@ def fuse(
 ) -> FuseReport:
     """Merges the adapter of ``adapter`` (mlx-lm's format, as ``ftx train`` writes it) into the
     base ``model`` and writes ``out`` in ``options.format``; see the module docstring."""
-    from ftx.export.staging import check_new_folder
+    from ftx.staged_folder import check_free
     from ftx.tuner.blas import use_fast_blas
 
     start = time.perf_counter()
@@ -189,7 +190,7 @@ def fuse(
     model, adapter, out = Path(model), Path(adapter), Path(out)
     if not model.is_dir():
         raise FtxFileNotFoundError(f"model = {model}: no such folder")
-    check_new_folder(out)
+    check_free(out, opts.force)
     use_fast_blas()
 
     from ftx.export.merge import read_adapter_config
@@ -329,7 +330,7 @@ class _Job:
 
     def peft(self, adapter_config: dict[str, Any]) -> FuseReport:
         from ftx.export.peft_adapter import PEFT_CONFIG, PEFT_WEIGHTS, write_peft
-        from ftx.export.staging import staged_folder
+        from ftx.staged_folder import staged_folder
 
         base_name = str(self.config.get("_name_or_path") or self.model_dir.resolve())
         if self.base_quant != "float":
@@ -337,7 +338,7 @@ class _Job:
                 f"the adapter was trained on a quantized base ({self.base_quant}); applied to "
                 f"the float {base_name} it computes a slightly different model"
             )
-        with staged_folder(self.out) as stage:
+        with staged_folder(self.out, self.opts.force) as stage:
             n, dtype = write_peft(stage, self.model, adapter_config, base_name)
             files = [PEFT_WEIGHTS, PEFT_CONFIG, PROVENANCE]
             report = FuseReport(
@@ -349,13 +350,13 @@ class _Job:
         from mlx.utils import tree_flatten
 
         from ftx.export.gguf_file import FLOAT_OF, write_gguf
-        from ftx.export.staging import staged_folder
+        from ftx.staged_folder import staged_folder
 
         fused = self.merge(dequantize=True)
         float_loss = self.loss()
         gtype = self.opts.gguf_type()
         name = f"model-{gtype}.gguf"
-        with staged_folder(self.out) as stage:
+        with staged_folder(self.out, self.opts.force) as stage:
             result = write_gguf(
                 stage / name,
                 dict(tree_flatten(self.model.parameters())),
@@ -394,7 +395,7 @@ class _Job:
 
         from ftx.export.merge import QuantSpec, quantized_specs, set_quantization_entry
         from ftx.export.quantization import plan_all, quantize_layers
-        from ftx.export.staging import staged_folder
+        from ftx.staged_folder import staged_folder
 
         opts = self.opts
         fused = self.merge(dequantize=True)
@@ -410,7 +411,7 @@ class _Job:
         layer_errors = quantize_layers(self.model, plan, fused, self.grids)
         quantized_loss = self.loss() if plan else None
         set_quantization_entry(self.config, self.model)
-        with staged_folder(self.out) as stage:
+        with staged_folder(self.out, self.opts.force) as stage:
             save_model(stage, self.model)
             save_config(self.config, stage / "config.json")
             _copy_model_files(self.model_dir, stage)

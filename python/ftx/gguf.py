@@ -8,7 +8,6 @@ folder or the complete new one, never half written.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, cast
 from ftx.errors import ConfigError, FtxFileNotFoundError
 from ftx.gguf_tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
 from ftx.staged_folder import check_free, staged_folder, write_json
+from ftx.tuner.files import sha256_file
 
 MANIFEST = "ftx_convert.json"
 
@@ -78,7 +78,7 @@ def convert(
             "file": src.name,
             "path": os.path.relpath(src.resolve(), dst.resolve()),
             "bytes": src.stat().st_size,
-            "sha256": sha256(src),
+            "sha256": sha256_file(src),
         },
         "options": {"dequantize": dequantize, "dtype": dtype},
         "model": {
@@ -157,14 +157,6 @@ def _write_folder(
         write_json(tmp / MANIFEST, manifest)
         written = sum(p.stat().st_size for p in tmp.iterdir())
     return written
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _version() -> str:

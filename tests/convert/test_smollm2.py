@@ -14,7 +14,7 @@ import pytest
 
 import ftx
 from ftx.default_model import DefaultModel, cache_dir, default_model, embedded_gguf
-from ftx.gguf import sha256
+from ftx.tuner.files import sha256_file
 
 pytestmark = pytest.mark.mlx
 
@@ -110,7 +110,7 @@ def test_the_default_model_is_converted_once_then_reused(
     smollm2: DefaultModel, tmp_path: Path
 ) -> None:
     assert smollm2.converted
-    assert smollm2.sha256 == sha256(embedded_gguf())
+    assert smollm2.sha256 == sha256_file(embedded_gguf())
     assert smollm2.path.name.startswith("SmolLM2-135M-Instruct.Q4_1-" + smollm2.sha256[:16])
     again = default_model(cache=smollm2.path.parent)
     assert (again.path, again.converted) == (smollm2.path, False)

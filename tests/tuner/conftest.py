@@ -7,101 +7,16 @@ MLX is imported only inside fixtures, so that the tests that do not need it run 
 
 from __future__ import annotations
 
-import importlib
-import itertools
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from tiny_models import build_model, write_artifact
 
 from ftx.tuner.blas import use_fast_blas
 
 use_fast_blas()
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-TOKENIZER = EXAMPLES / "models" / "tiny-chatml"
-
-
-def vocab_size(tokenizer_dir: Path = TOKENIZER) -> int:
-    """Largest token id of the tokenizer (vocabulary and added tokens) plus one."""
-    t = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    ids = [*t["model"]["vocab"].values(), *(a["id"] for a in t["added_tokens"])]
-    return max(ids) + 1
-
-
-def build_model(
-    folder: Path, arch: str = "llama", bits: int | None = None, seed: int = 0, **over: Any
-) -> Path:
-    """A model folder mlx-lm loads: config.json, model.safetensors, the example tokenizer."""
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten
-
-    config: dict[str, Any] = {
-        "model_type": arch,
-        "hidden_size": 64,
-        "num_hidden_layers": 2,
-        "intermediate_size": 128,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        "vocab_size": vocab_size(),
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": False,
-        "max_position_embeddings": 2048,
-        **over,
-    }
-    module = importlib.import_module(f"mlx_lm.models.{arch}")
-    mx.random.seed(seed)
-    model = module.Model(module.ModelArgs.from_dict(config))
-    if bits is not None:
-        nn.quantize(model, group_size=64, bits=bits)
-        config["quantization"] = {"group_size": 64, "bits": bits}
-    folder.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    for f in TOKENIZER.iterdir():
-        shutil.copy(f, folder / f.name)
-    return folder
-
-
-def write_artifact(out: Path, model: Path, sizes: dict[str, int], seed: int = 0) -> Path:
-    """A prepared artifact in ftx's layout with random records: masks train a random tail."""
-    import hashlib
-
-    rng = np.random.default_rng(seed)
-    sha = hashlib.sha256((model / "tokenizer.json").read_bytes()).hexdigest()
-    manifest: dict[str, Any] = {
-        "format": "ftx-prepared",
-        "provenance": "tests",
-        "tokenizer": {"sha256": sha},
-        "splits": {},
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    for split, n in sizes.items():
-        lengths = rng.integers(8, 120, n)
-        tokens = rng.integers(3, vocab_size(), int(lengths.sum())).astype(np.uint32)
-        mask = np.zeros(len(tokens), np.uint8)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint64)
-        for a, b in itertools.pairwise(offsets):
-            mask[int(a) + int(rng.integers(2, b - a - 2)) : int(b)] = 1
-        files = {}
-        for name, arr in (("tokens", tokens), ("mask", mask), ("offsets", offsets)):
-            files[name] = f"{split}.{name}.npy"
-            np.save(out / files[name], arr)
-        manifest["splits"][split] = {
-            "records": n,
-            "tokens": len(tokens),
-            "trained_tokens": int(mask.sum()),
-            "files": files,
-        }
-    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return out
 
 
 @pytest.fixture(scope="session")

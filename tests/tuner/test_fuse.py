@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TOKENIZER, build_model
+from tiny_models import TOKENIZER, build_model
 
 from ftx.errors import ConfigError
 from ftx.fuse import PROVENANCE, FuseOptions, fuse
@@ -185,8 +185,13 @@ def test_failed_fuse_leaves_nothing(tmp_path: Path) -> None:
     assert list((tmp_path / "out").iterdir()) == []
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("x")
-    with pytest.raises(ConfigError, match="new or empty folder"):
+    with pytest.raises(ConfigError, match="not a new or empty folder"):
         fuse(base, adapter, tmp_path / "taken")
+    assert (tmp_path / "taken" / "x").read_text() == "x"
+    fuse(base, adapter, tmp_path / "taken", FuseOptions(force=True))
+    assert not (tmp_path / "taken" / "x").exists()
+    assert (tmp_path / "taken" / "model.safetensors").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging, no old
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
@@ -597,7 +602,7 @@ def test_cli_fuse_json_and_errors(tiny_llama: Path, lora: Path, tmp_path: Path) 
     result = CliRunner().invoke(cli, both)
     assert result.exit_code == 2 and "choose one" in result.stderr
     result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "new or empty folder" in result.stderr
+    assert result.exit_code == 2 and "not a new or empty folder" in result.stderr
 
 
 def test_fuse_help_does_not_import_mlx() -> None:

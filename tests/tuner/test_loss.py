@@ -61,7 +61,7 @@ def loss_and_grads(model: Any, batch: Any, packed: bool) -> tuple[float, dict[st
 def test_a_packed_batch_equals_its_records_one_by_one(
     arch: str, make_config: Make, prepared: Path, tmp_path: Path
 ) -> None:
-    from conftest import build_model
+    from tiny_models import build_model
 
     model_dir = build_model(tmp_path / arch, arch=arch)
     model = lora_model(make_config(model=model_dir))

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.mlx, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def wider(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A model wide enough that activations, not constants, dominate the peak."""
-    from conftest import build_model, write_artifact
+    from tiny_models import build_model, write_artifact
 
     root = tmp_path_factory.mktemp("memory")
     model = build_model(

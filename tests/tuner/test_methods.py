@@ -143,7 +143,7 @@ def test_dora_also_trains_magnitudes(make_config: Make) -> None:
 
 def test_full_fine_tuning_trains_the_blocks_themselves(make_config: Make, tmp_path: Path) -> None:
     import mlx.core as mx
-    from conftest import build_model
+    from tiny_models import build_model
 
     names = trainable(make_config(method="full"))
     assert not any("lora" in k for k in names)

@@ -17,7 +17,7 @@ Make = Callable[..., dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def llama4(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import build_model
+    from tiny_models import build_model
 
     return build_model(tmp_path_factory.mktemp("q") / "llama4", bits=4)
 

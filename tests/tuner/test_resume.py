@@ -109,7 +109,7 @@ def test_sigkill_at_random_steps_then_resume_is_bit_exact(
 def test_resume_refuses_changed_config_or_data(
     make_config: Callable[..., dict[str, Any]], tmp_path: Path, tiny_llama: Path
 ) -> None:
-    from conftest import write_artifact
+    from tiny_models import write_artifact
 
     from ftx import train
 

@@ -80,7 +80,7 @@ def _summary(r: FuseReport) -> Table:
     "-o",
     required=True,
     type=click.Path(path_type=Path),
-    help="New or empty folder to write.",
+    help="New or empty folder to write (--force replaces an existing one).",
 )
 @click.option(
     "--format",
@@ -123,6 +123,7 @@ def _summary(r: FuseReport) -> Table:
     show_default=True,
     help="Records of --data are cut at this many tokens.",
 )
+@click.option("--force", is_flag=True, help="Replace --out if it exists and is not empty.")
 @common_options
 def command(
     model: Path,
@@ -136,6 +137,7 @@ def command(
     data: Path | None,
     split: str,
     max_length: int,
+    force: bool,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -161,6 +163,7 @@ def command(
         data=data,
         split=split,
         max_length=max_length,
+        force=force,
     )
 
     def work() -> Any:

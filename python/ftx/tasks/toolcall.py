@@ -2,9 +2,9 @@
 
 Six functions with JSON-schema parameters; each has ten request templates whose slots are
 filled from value lists (some values have several phrasings: "euros", "EUR"). Templates, not
-records, are split: per function two go to ``test``, two to ``valid``, the rest to ``train``,
-so no test phrasing is seen in training and the test set measures whether the skill carries
-over to new wordings. All text here was written for ftx.
+records, are split: per function two go to ``test``, two to ``valid`` (when valid records are
+asked for), the rest to ``train``, so no test phrasing is seen in training and the test set
+measures whether the skill carries over to new wordings. All text here was written for ftx.
 
 Two ways to put the functions and the call into a chat, ``style``:
 
@@ -289,8 +289,11 @@ class TaskReport:
     manifest: dict[str, Any]
 
 
-def template_splits(seed: int) -> dict[str, list[str]]:
-    """Template ids (``function/index``) of each split; every function is in every split."""
+def template_splits(seed: int, valid: bool = True) -> dict[str, list[str]]:
+    """Template ids (``function/index``) of each split; every function is in every split.
+
+    Without ``valid`` (no validation records asked for) its templates train: test phrasings
+    stay unseen either way, and a small model learns more from eight wordings than six."""
     rng = random.Random(f"ftx-toolcall-templates-{seed}")
     out: dict[str, list[str]] = {s: [] for s in SPLITS}
     for name, templates in TEMPLATES.items():
@@ -298,8 +301,8 @@ def template_splits(seed: int) -> dict[str, list[str]]:
         rng.shuffle(order)
         parts = {
             "test": order[:HELD_OUT],
-            "valid": order[HELD_OUT : 2 * HELD_OUT],
-            "train": order[2 * HELD_OUT :],
+            "valid": order[HELD_OUT : 2 * HELD_OUT] if valid else [],
+            "train": order[2 * HELD_OUT if valid else HELD_OUT :],
         }
         for split, idx in parts.items():
             out[split] += [f"{name}/{i}" for i in sorted(idx)]
@@ -311,7 +314,7 @@ def generate(seed: int, counts: dict[str, int]) -> list[Example]:
 
     Examples are distinct within a split (same request text at most once).
     """
-    splits = template_splits(seed)
+    splits = template_splits(seed, valid=counts.get("valid", 0) > 0)
     out: list[Example] = []
     for split in SPLITS:
         rng = random.Random(f"ftx-toolcall-{split}-{seed}")
@@ -452,7 +455,7 @@ def write_dataset(
         "style": style,
         "records": counts,
         "functions": [f["name"] for f in FUNCTIONS],
-        "templates": template_splits(seed),
+        "templates": template_splits(seed, valid=valid > 0),
         "files": {s: f"{s}.jsonl" for s in SPLITS} | {"references": "references.jsonl"},
     }
     with staged_folder(dst, force) as tmp:

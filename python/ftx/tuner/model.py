@@ -33,19 +33,20 @@ class Base:
     """What was loaded and how its frozen weights compute during training."""
 
     model_type: str
-    quantized_bits: int | None
+    quantized_bits: tuple[int, ...]  # every width among the layers, e.g. (4, 8); () for float
     dequantized: bool
     compute_dtype: str
 
     def describe(self) -> str:
-        if self.quantized_bits is None:
+        if not self.quantized_bits:
             return f"{self.model_type}, float, computing in {self.compute_dtype}"
         how = (
             f"dequantized to {self.compute_dtype} (CPU quantized matmul is far slower than GEMM)"
             if self.dequantized
             else "kept quantized (QLoRA)"
         )
-        return f"{self.model_type}, {self.quantized_bits}-bit, {how}"
+        bits = "/".join(str(b) for b in self.quantized_bits)
+        return f"{self.model_type}, {bits}-bit, {how}"
 
 
 def flatten(tree: Any) -> list[tuple[str, Any]]:
@@ -67,9 +68,8 @@ def on_gpu() -> bool:
     return bool(mx.default_device() == mx.gpu)
 
 
-def _quantized_bits(model: nn.Module) -> int | None:
-    bits = {int(m.bits) for _, m in model.named_modules() if hasattr(m, "bits")}
-    return max(bits) if bits else None
+def _quantized_bits(model: nn.Module) -> tuple[int, ...]:
+    return tuple(sorted({int(m.bits) for _, m in model.named_modules() if hasattr(m, "bits")}))
 
 
 def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
@@ -100,7 +100,7 @@ def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]
     """
     model, hf = load_model(Path(config.model), lazy=True)
     if config.quantize is not None:
-        if _quantized_bits(model) is not None:
+        if _quantized_bits(model):
             raise ConfigError(f"quantize = {config.quantize}: {config.model} is already quantized")
         nn.quantize(
             model,
@@ -111,10 +111,10 @@ def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]
             ),
         )
     bits = _quantized_bits(model)
-    dequantize = bits is not None and (
+    dequantize = bool(bits) and (
         config.dequantize_base == "always" or (config.dequantize_base == "auto" and not on_gpu())
     )
-    if bits is not None and config.method == "full" and not dequantize:
+    if bits and config.method == "full" and not dequantize:
         raise ConfigError(
             f"method = 'full': the weights of {config.model} are quantized; "
             "set dequantize_base: always or use lora/dora"
