@@ -50,7 +50,7 @@ def test_shortened_quickstart_lifts_held_out_tool_call_exact_match(tmp_path: Pat
     assert adapted["loss"]["loss"] < base["loss"]["loss"]
     assert report["converted"] is True
     assert "float32" in report["compute"]  # the fast CPU path was chosen, and said so
-    assert (out / "quickstart.json").is_file()
+    assert json.loads((out / "quickstart.json").read_text())["finished"] is True
     assert Path(report["adapter"]).is_file()
     rows = [json.loads(line) for line in (Path(report["results"]) / "examples.jsonl").open()]
     assert len(rows) == 2 * int(SHORT["--test-records"])
@@ -63,3 +63,16 @@ def test_quickstart_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no quickstart wrote"):
         quickstart(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_quickstart_killed_halfway_leaves_a_folder_the_next_one_reclaims(tmp_path: Path) -> None:
+    from ftx.quickstart import Settings, quickstart
+
+    out, too_many = tmp_path / "out", Settings(test_records=10_000)
+    # An impossible split size fails after the folder is claimed, as a crash would.
+    with pytest.raises(ConfigError, match="cannot draw"):
+        quickstart(out, settings=too_many, cache=tmp_path / "cache")
+    manifest = json.loads((out / "quickstart.json").read_text())
+    assert manifest == {"format": "ftx-quickstart", "finished": False}
+    with pytest.raises(ConfigError, match="cannot draw"):  # not "no quickstart wrote"
+        quickstart(out, settings=too_many, cache=tmp_path / "cache")

@@ -43,9 +43,9 @@ class Settings:
     """The task size and the training run. The defaults are what ``ftx quickstart`` runs."""
 
     seed: int = 0
-    train_records: int = 96
-    test_records: int = 48
-    iters: int = 24
+    train_records: int = 72
+    test_records: int = 40
+    iters: int = 18
     batch_size: int = 4
     rank: int = 8
     num_layers: int = 8
@@ -145,6 +145,13 @@ def _claim(out: Path, force: bool) -> None:
         elif p.exists():
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    # Claimed before any work: a run that is killed halfway leaves a folder the next
+    # quickstart recognizes as its own, and says it did not finish.
+    from ftx.tuner.files import write_text_atomic
+
+    write_text_atomic(
+        out / MANIFEST, json.dumps({"format": "ftx-quickstart", "finished": False}) + "\n"
+    )
 
 
 def quickstart(
@@ -307,6 +314,7 @@ def _write_manifest(report: QuickstartReport, started: datetime) -> None:
 
     body = {
         **report.to_dict(),
+        "finished": True,
         "provenance": {
             "ftx_version": __version__,
             "started": started.isoformat(),
