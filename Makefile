@@ -10,6 +10,7 @@ export PATH := $(BIN):$(PATH)
 
 quickstart: install
 	$(BIN)/ftx prepare examples/data/chat.jsonl --model examples/models/tiny-chatml --out runs/quickstart-data --valid 0.1
+	$(BIN)/ftx quickstart --out runs/quickstart
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +33,7 @@ dist/.built: $(SOURCES) | $(BIN)/python
 install: $(VENV)/.installed
 $(VENV)/.installed: dist/.built
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/ftx-*.whl
-	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[dev]"
+	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[train,dev]"
 	touch $@
 
 lint: install

@@ -17,6 +17,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "fuse": ("ftx.cli.fuse", "Merge an adapter into its base: MLX, GGUF or PEFT output."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
     "evaluate": ("ftx.cli.evaluate", "Loss and generation metrics, base vs adapted, side by side."),
+    "quickstart": ("ftx.cli.quickstart", "The whole loop on the embedded model: train, prove it."),
 }
 
 
