@@ -9,7 +9,6 @@ export PATH := $(BIN):$(PATH)
 .PHONY: quickstart setup wheel install lint fmt test test-rust test-python bench ci clean
 
 quickstart: install
-	$(BIN)/ftx prepare examples/data/chat.jsonl --model examples/models/tiny-chatml --out runs/quickstart-data --valid 0.1
 	$(BIN)/ftx quickstart --out runs/quickstart
 
 $(BIN)/python:
