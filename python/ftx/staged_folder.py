@@ -38,8 +38,11 @@ def staged_folder(dst: Path, force: bool = False) -> Iterator[Path]:
     On an error or an interrupt the staging folder is removed and ``dst`` is left as it was.
     """
     check_free(dst, force)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    except OSError as e:
+        raise FtxIOError(f"{dst}: cannot write ({e.strerror or e})") from e
     try:
         # mkdtemp's folder is private (0700); the output gets what mkdir would give it.
         umask = os.umask(0)
