@@ -98,7 +98,9 @@ def estimate_memory(
         + ACTIVATION_WIDTHS["mlp"] * mlp
         + ACTIVATION_WIDTHS["attention"] * heads * width
     )
-    blocks = len(model.layers)
+    # Only the trained blocks keep activations for the backward pass: autodiff does not reach
+    # the frozen blocks below them.
+    blocks = min(config.num_layers or len(model.layers), len(model.layers))
     itemsize = 4 if not on_gpu() else 2
     trained = rows * width * plan.trained_fraction
     activations = int(
