@@ -2,7 +2,7 @@
 and BLAS. Reports trained tokens/s of both, their ratio (issue 6 target: >= 1.5x) and model
 FLOP utilization against this machine's float32 matmul peak, measured in the same run.
 
-Model: llama architecture with random weights (~6.8M parameters, the issue's small size) and
+Models: llama architecture with random weights (~6.8M and ~51M parameters, the issue's sizes) and
 the example tokenizer; data: the first records of LLaMA-Factory's alpaca_en_demo (real length
 distribution), single-turn, loss on the answer (`--mask-prompt` for mlx-lm).
 Run: pytest benches/test_train_throughput.py -s   (a few minutes on 2 busy cores)
@@ -34,13 +34,24 @@ BATCH = 4
 MAX_LEN = 512
 RANK = 8
 LR = 1e-4
-MODEL = {
-    "hidden_size": 256,
-    "num_hidden_layers": 8,
-    "intermediate_size": 768,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 4,
-    "head_dim": 32,
+# The issue's two sizes: ~6.8M and ~51M parameters (llama blocks, the example tokenizer).
+MODELS = {
+    "6.8M": {
+        "hidden_size": 256,
+        "num_hidden_layers": 8,
+        "intermediate_size": 768,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 32,
+    },
+    "51M": {
+        "hidden_size": 768,
+        "num_hidden_layers": 8,
+        "intermediate_size": 2048,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+    },
 }
 
 
@@ -84,7 +95,8 @@ def _steady(values: list[float]) -> float:
     return statistics.median(values[1:] or values)
 
 
-def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", MODELS)
+def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path, size: str) -> None:
     import importlib.util
 
     # The tiny-model builder of the trainer tests.
@@ -97,7 +109,7 @@ def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path) -> None:
     build_model = fixtures.build_model
 
     work = CACHE / "train"
-    model = build_model(work / "model", **MODEL)
+    model = build_model(work / f"model-{size}", **MODELS[size])
     data = _data(work / "data")
     params = sum(  # the frozen base: what the forward and the input gradients multiply by
         int(__import__("numpy").prod(s))
@@ -200,6 +212,7 @@ def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path) -> None:
     mlx_real = mlx_trained * real_per_trained  # same data: the same share of tokens is trained
     flops_per_token = 4 * params  # frozen base: forward (2N) + gradient to the inputs (2N)
     result: dict[str, Any] = {
+        "model": size,
         "blas": summary["blas"],
         "params": params,
         "matmul_peak_gflops": peak / 1e9,
@@ -218,6 +231,6 @@ def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path) -> None:
         },
         "ratio_trained_tok_s": ftx_trained / mlx_trained,
     }
-    (CACHE / "train_throughput.json").write_text(json.dumps(result, indent=2))
+    (CACHE / f"train_throughput-{size}.json").write_text(json.dumps(result, indent=2))
     print("\n" + json.dumps(result, indent=2))
     assert result["ratio_trained_tok_s"] >= 1.5
