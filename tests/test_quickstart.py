@@ -57,7 +57,8 @@ def test_shortened_quickstart_lifts_held_out_tool_call_metrics(tmp_path: Path) -
     assert "float32" in report["compute"]  # the fast CPU path was chosen, and said so
     assert json.loads((out / "quickstart.json").read_text())["finished"] is True
     assert Path(report["adapter"]).is_file()
-    rows = [json.loads(line) for line in (Path(report["results"]) / "examples.jsonl").open()]
+    lines = (Path(report["results"]) / "examples.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     assert len(rows) == int(SHORT["--test-records"])
     assert all("output" in r["base"] and "output" in r["adapted"] for r in rows)
 

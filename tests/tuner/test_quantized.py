@@ -38,7 +38,7 @@ def test_a_quantized_base_trains_as_qlora_when_kept(make_config: Make, llama4: P
     from ftx import train
 
     n, base = quantized_linears(make_config(model=llama4, dequantize_base="never"))
-    assert n > 0 and base.quantized_bits == 4 and not base.dequantized
+    assert n > 0 and base.quantized_bits == (4,) and not base.dequantized
     r = train(make_config(model=llama4, dequantize_base="never", iters=2, save_every=None))
     assert "kept quantized (QLoRA)" in r.base and r.train_loss is not None
 
@@ -69,7 +69,7 @@ def test_on_cpu_a_quantized_base_is_dequantized_and_the_summary_says_so(
 @pytest.mark.parametrize("bits", [4, 8])
 def test_quantize_on_load(bits: int, make_config: Make) -> None:
     n, base = quantized_linears(make_config(quantize=bits, dequantize_base="never"))
-    assert n > 0 and base.quantized_bits == bits
+    assert n > 0 and base.quantized_bits == (bits,)
 
 
 def test_quantize_refuses_an_already_quantized_base(make_config: Make, llama4: Path) -> None:
