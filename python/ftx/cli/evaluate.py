@@ -29,16 +29,18 @@ ROWS: dict[str, tuple[str, bool, bool]] = {
 }
 
 
-def _cell(value: float | None, rate: bool) -> str:
+def metric_cell(value: float | None, rate: bool, digits: int = 4) -> str:
+    """A rate in percent, anything else with ``digits`` decimals; ``-`` when missing."""
     if value is None:
         return "-"
-    return f"{value:.1%}" if rate else f"{value:.4f}"
+    return f"{value:.1%}" if rate else f"{value:.{digits}f}"
 
 
-def _delta(value: float | None, rate: bool, lower_better: bool) -> str:
+def metric_change(value: float | None, rate: bool, lower_better: bool, digits: int = 4) -> str:
+    """Adapted minus base: points for rates, green when it is an improvement, red when not."""
     if value is None:
         return "-"
-    text = f"{100 * value:+.1f} pts" if rate else f"{value:+.4f}"
+    text = f"{100 * value:+.1f} pts" if rate else f"{value:+.{digits}f}"
     if value == 0:
         return text
     good = (value < 0) == lower_better
@@ -60,9 +62,12 @@ def results_view(r: Any) -> Group:
             continue
         if key in ("loss", "perplexity"):
             label = f"{r.base.loss.split} {label}"
-        row = [label, _cell(base[key], rate)]
+        row = [label, metric_cell(base[key], rate)]
         if adapted is not None:
-            row += [_cell(adapted.get(key), rate), _delta(delta.get(key), rate, lower_better)]
+            row += [
+                metric_cell(adapted.get(key), rate),
+                metric_change(delta.get(key), rate, lower_better),
+            ]
         t.add_row(*row)
     notes = []
     if r.base.loss is not None:

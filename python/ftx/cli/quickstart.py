@@ -12,8 +12,11 @@ import click
 from rich.table import Table
 
 from ftx.cli._common import common_options, guarded, print_json
+from ftx.cli.evaluate import metric_cell, metric_change
 from ftx.report import err_console, out_console
 
+# Decimals of losses: the quickstart's numbers differ in the first few.
+DIGITS = 3
 # metric key -> (label, is a rate shown in percent, lower is better)
 ROWS: dict[str, tuple[str, bool, bool]] = {
     "exact_match": ("tool-call exact match (name + arguments)", True, False),
@@ -23,21 +26,6 @@ ROWS: dict[str, tuple[str, bool, bool]] = {
     "loss": ("test loss", False, True),
     "perplexity": ("test perplexity", False, True),
 }
-
-
-def _cell(value: float | None, rate: bool) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1%}" if rate else f"{value:.3f}"
-
-
-def _change(value: float | None, rate: bool, lower_better: bool) -> str:
-    if value is None:
-        return "-"
-    text = f"{100 * value:+.1f} pts" if rate else f"{value:+.3f}"
-    if value == 0:
-        return text
-    return f"[{'green' if (value < 0) == lower_better else 'red'}]{text}[/]"
 
 
 def table(r: Any) -> Table:
@@ -55,9 +43,9 @@ def table(r: Any) -> Table:
     for key, (label, rate, lower_better) in ROWS.items():
         t.add_row(
             label,
-            _cell(base.get(key), rate),
-            _cell(adapted.get(key), rate),
-            _change(delta.get(key), rate, lower_better),
+            metric_cell(base.get(key), rate, DIGITS),
+            metric_cell(adapted.get(key), rate, DIGITS),
+            metric_change(delta.get(key), rate, lower_better, DIGITS),
         )
     return t
 
