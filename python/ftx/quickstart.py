@@ -96,14 +96,6 @@ class QuickstartReport:
         assert self.evaluation.out_dir is not None
         return self.evaluation.out_dir
 
-    def exact_match(self) -> tuple[float, float]:
-        """Tool-call exact match (name and arguments) on the test split: base, adapted."""
-        adapted = self.evaluation.adapted
-        assert adapted is not None
-        return _fraction(self.evaluation.base.metrics()["exact_match"]), _fraction(
-            adapted.metrics()["exact_match"]
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": "ftx-quickstart",
@@ -121,10 +113,6 @@ class QuickstartReport:
             "evaluation": self.evaluation.to_dict(),
             "seconds": self.seconds,
         }
-
-
-def _fraction(value: float | None) -> float:
-    return 0.0 if value is None else value
 
 
 def _claim(out: Path, force: bool) -> None:
