@@ -2,9 +2,10 @@
 
 peak = weights + trainable copies (parameters, gradients, accumulated gradients, optimizer
 state) + the activations one micro-batch keeps for its backward pass + the logits at trained
-positions. Activations are counted per token and per block from the architecture's widths; the
-constants are the tensors an MLX transformer block keeps (see ``ACTIVATION_WIDTHS``) and are
-checked against ``mx.get_peak_memory()`` in tests/tuner/test_memory.py.
+positions. Activations are counted per token and per block from the architecture's widths, plus
+the arrays one block's attention backward holds at once; the constants are the tensors an MLX
+transformer block keeps (see ``ACTIVATION_WIDTHS``) and are checked against
+``mx.get_peak_memory()`` in tests/tuner/test_memory.py (three shapes) and on SmolLM2-135M.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from ftx.tuner.model import flatten, on_gpu, trainable_parameters
 
 # Saved for the backward pass, per token of a block, in units of the hidden width D, the key/
 # value width, the MLP width I and (attention weights) heads x row length.
-ACTIVATION_WIDTHS = {"hidden": 10.0, "kv": 3.0, "mlp": 5.0, "attention": 2.0}
+ACTIVATION_WIDTHS = {"hidden": 10.0, "kv": 3.0, "mlp": 5.0, "attention": 1.0}
+# The backward pass of one block's attention holds a few more (rows x heads x L x L) arrays at
+# once (the scores and the gradients of the weights and the scores) on top of the saved weights:
+# on long rows these, not the saved copies of every block, set the peak's excess.
+ATTENTION_TRANSIENT = 3.0
 # Optimizer state per trainable value.
 STATE_COPIES = {"adamw": 2.0, "adam": 2.0, "sgd": 1.0, "adafactor": 0.0}
 # Logits at trained positions: the logits, their softmax and its gradient, in float32.
@@ -103,8 +108,10 @@ def estimate_memory(
     blocks = min(config.num_layers or len(model.layers), len(model.layers))
     itemsize = 4 if not on_gpu() else 2
     trained = rows * width * plan.trained_fraction
+    attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
     activations = int(
-        rows * width * blocks * per_token * itemsize + trained * vocab * 4 * LOGIT_COPIES
+        (rows * width * blocks * per_token + attention_backward) * itemsize
+        + trained * vocab * 4 * LOGIT_COPIES
     )
 
     total = weights + trainable + gradients + optimizer + activations
