@@ -68,7 +68,8 @@ impl From<PreTokenizerWrapper> for FtxPreTokenizer {
 }
 
 impl FtxPreTokenizer {
-    pub fn is_fast(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_fast(&self) -> bool {
         matches!(self, Self::Gpt4 { .. })
     }
 }
@@ -98,8 +99,17 @@ pub struct Gpt4Split {
 }
 
 impl Gpt4Split {
-    /// The digit-run length when `split` + `byte_level` are the known pre-tokenizer, compared
-    /// as text: any other pattern, however close, keeps the regex.
+    /// The digit-run length of a known pattern, compared as text: any other pattern, however
+    /// close, keeps the regex.
+    fn max_digits(pattern: &str) -> Option<usize> {
+        match pattern {
+            LLAMA3_PATTERN => Some(3),
+            QWEN2_PATTERN => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The digit-run length when `split` + `byte_level` are the known pre-tokenizer.
     fn recognize(split: &Split, byte_level: &ByteLevel) -> Option<usize> {
         if split.behavior != SplitDelimiterBehavior::Isolated
             || split.invert
@@ -109,19 +119,14 @@ impl Gpt4Split {
             return None;
         }
         match &split.pattern {
-            SplitPattern::Regex(p) if p == LLAMA3_PATTERN => Some(3),
-            SplitPattern::Regex(p) if p == QWEN2_PATTERN => Some(1),
-            _ => None,
+            SplitPattern::Regex(p) => Self::max_digits(p),
+            SplitPattern::String(_) => None,
         }
     }
 
     #[cfg(test)]
     pub(crate) fn new(pattern: &str) -> Option<Self> {
-        let max_digits = match pattern {
-            LLAMA3_PATTERN => 3,
-            QWEN2_PATTERN => 1,
-            _ => return None,
-        };
+        let max_digits = Self::max_digits(pattern)?;
         let regex = SysRegex::new(pattern).ok()?;
         Some(Gpt4Split { max_digits, regex })
     }
