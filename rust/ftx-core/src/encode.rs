@@ -6,15 +6,29 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use tokenizers::Tokenizer;
+use tokenizers::{
+    DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper, TokenizerImpl,
+};
 
 use crate::conversation::{Message, Role};
 use crate::reject::{Reject, RejectCode};
 use crate::template::{Rendered, Span, SpecialTokens, Tail};
 use crate::{Error, Result};
 
+mod pretokenize;
 #[cfg(test)]
 mod tests;
+
+pub use pretokenize::FtxPreTokenizer;
+
+/// The library's `Tokenizer` with ftx's pre-tokenizer, loaded from the same tokenizer.json.
+pub type Tokenizer = TokenizerImpl<
+    ModelWrapper,
+    NormalizerWrapper,
+    FtxPreTokenizer,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
 
 /// A tokenizer plus what masking needs to know about its special tokens.
 #[derive(Debug)]
