@@ -125,6 +125,9 @@ def test_ctrl_c_stops_cleanly_and_removes_the_staging_folder(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As at a terminal: a runner started in the background (`cmd &`) hands its children
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.*.partial")) and time.monotonic() < deadline:
