@@ -41,6 +41,8 @@ def test_two_ranks_match_one_process(
     launch = launcher()
     if launch is None:
         pytest.skip("mlx.launch is not installed")
+    # Step 1 of this data holds a one-row micro-batch: one rank runs two micro-batches, the
+    # other one, and their gradients must still be summed layer by layer.
     keys = make_config(
         iters=4, batch_size=4, grad_accumulation=2, eval_every=2, report_every=1, save_every=2
     )

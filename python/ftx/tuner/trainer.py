@@ -29,7 +29,7 @@ from typing import Any, cast
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_map, tree_unflatten
 
 from ftx.config import TrainConfig, resolved
 from ftx.errors import DataError, FtxError, TrainingInterrupted
@@ -223,10 +223,24 @@ class Trainer:
         return scalar(both[0]) / max(1.0, scalar(both[1]))
 
     def _all_sum(self, x: Any) -> Any:
-        """Sum over ranks (an array or a tree of them); itself when there is one rank."""
+        """Sum over ranks (an array or a tree of them); itself when there is one rank.
+
+        A tree goes as one flat buffer in one collective. Collectives pair up in the order each
+        rank happens to evaluate them, and MLX orders independent ones by the shape of the
+        graph behind them: a rank that ran another number of micro-batches summed the
+        gradient of one layer with its peer's of another layer of the same shape."""
         if self.ranks == 1:
             return x
-        return tree_map(lambda a: mx.distributed.all_sum(a, group=self.group), x)
+        if isinstance(x, mx.array):
+            return mx.distributed.all_sum(x, group=self.group)
+        leaves = flatten(x)
+        flat = mx.concatenate([a.astype(mx.float32).reshape(-1) for _, a in leaves])
+        total = mx.distributed.all_sum(flat, group=self.group)
+        ends = np.cumsum([a.size for _, a in leaves]).tolist()
+        parts = mx.split(total, ends[:-1])
+        return tree_unflatten(
+            [(k, p.reshape(a.shape).astype(a.dtype)) for (k, a), p in zip(leaves, parts, strict=True)]
+        )
 
     def _report(self, record: dict[str, Any]) -> None:
         if (
@@ -259,8 +273,7 @@ class Trainer:
             loss = loss + part
         if acc is None:  # this rank had no rows in this step
             acc = tree_map(mx.zeros_like, self.model.trainable_parameters())
-        grads = cast(Grads, self._all_sum(acc))
-        loss = self._all_sum(loss)
+        grads, loss = self._all_sum([acc, loss])
         gnorm = self._norm(grads)
         mx.eval(loss, gnorm, grads)
         step_loss, grad_norm = scalar(loss), scalar(gnorm)
