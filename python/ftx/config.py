@@ -72,7 +72,12 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm.")
     epochs: int | None = Field(None, ge=1, description="Passes over the train split.")
     iters: int | None = Field(None, ge=1, description="Optimizer steps (instead of epochs).")
-    batch_size: int = Field(4, ge=1, description="Rows per micro-batch.")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        description="Rows of max_seq_length per micro-batch (packing fills the same token "
+        "slots with more, narrower rows where records are short).",
+    )
     max_seq_length: int = Field(2048, ge=2, description="Tokens per row; longer records are cut.")
     packing: bool = Field(True, description="Pack records into rows (else pad length buckets).")
     seed: int = Field(0, ge=0, description="Seed of data order, adapter init and dropout.")

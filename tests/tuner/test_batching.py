@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from ftx.data import load_dataset
-from ftx.tuner.batching import Plan, make_batch, pack_rows, trainable
+from ftx.tuner.batching import Plan, make_batch, pack_rows, row_widths, trainable
 
 
 def test_best_fit_decreasing_fills_the_fullest_row_that_fits() -> None:
     lengths = np.array([6, 5, 4, 3, 2, 2])
-    rows = pack_rows(lengths, range(6), budget=8)
+    rows, widths = pack_rows(lengths, range(6), widths=[8])
+    assert widths == [8, 8, 8]
     # 6 opens a row, 5 does not fit it and opens another, 4 opens a third; 3 fits only the
     # 5-row (best fit: 3 left there vs 4 elsewhere), 2 goes to the 6-row (exactly full), ...
     assert rows == [[0, 4], [1, 3], [2, 5]]
@@ -25,12 +26,34 @@ def test_best_fit_decreasing_fills_the_fullest_row_that_fits() -> None:
 def test_packing_places_every_record_once_within_the_budget() -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 100, 500)
-    rows = pack_rows(lengths, range(500), budget=128)
+    rows, _ = pack_rows(lengths, range(500), widths=[128])
     assert sorted(i for r in rows for i in r) == list(range(500))
     fills = [int(lengths[r].sum()) for r in rows]
     assert max(fills) <= 128
     # BFD is within 11/9 OPT + 1 rows; OPT >= total / budget.
     assert len(rows) <= 11 / 9 * lengths.sum() / 128 + 1
+
+
+def test_a_record_opens_the_narrowest_row_it_fits_and_short_ones_fill_the_gaps() -> None:
+    assert row_widths(512) == [96, 160, 224, 288, 352, 416, 512]
+    assert row_widths(300) == [96, 160, 224, 300]
+    assert row_widths(128) == [64, 128]
+    lengths = np.array([300, 200, 100, 150, 40, 30, 20])
+    rows, widths = pack_rows(lengths, range(7), widths=row_widths(512))
+    # 300 opens a 352 row (52 free), 200 a 224 (24 free), 150 a 160 (10 free), 100 a 160 (60
+    # free); 40 best-fits the 52, 30 the 60 and 20 the 24.
+    assert rows == [[0, 4], [1, 6], [3], [2, 5]]
+    assert widths == [352, 224, 160, 160]
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 512, 2000)
+    ladder = row_widths(512)
+    rows, widths = pack_rows(lengths, range(2000), widths=ladder)
+    assert sorted(i for r in rows for i in r) == list(range(2000))
+    for row, w in zip(rows, widths, strict=True):
+        longest = int(lengths[row].max())
+        assert int(lengths[row].sum()) <= w == min(x for x in ladder if x >= longest)
+    # Short records fill the gaps: over 90% of the token slots are real (98% with one width).
+    assert lengths.sum() / sum(widths) > 0.9
 
 
 def test_a_batch_trains_exactly_the_masked_next_tokens(prepared: Path) -> None:
@@ -115,7 +138,7 @@ def test_a_100k_record_artifact_is_ready_to_train_in_under_2_s(tmp_path: Path) -
     ds = load_dataset(tmp_path, "train")
     plan = Plan(ds, batch_size=4, budget=2048, packing=True, seed=0)
     first = make_batch(ds, plan.batches(0)[0], plan.budget, plan.packing)
-    plan.widest_row()
+    plan.widest_batch()
     seconds = time.perf_counter() - start
     assert first.trained > 0 and len(plan.ids) == n
     assert seconds < 2.0, f"{seconds:.2f} s"
@@ -142,3 +165,16 @@ def test_trainable_records_need_a_target_after_their_first_token(tmp_path: Path)
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert trainable(load_dataset(tmp_path, "train")).tolist() == [False, False, True, False, True]
+
+
+def test_a_packed_micro_batch_holds_rows_of_one_width(prepared: Path) -> None:
+    ds = load_dataset(prepared, "train")
+    plan = Plan(ds, batch_size=2, budget=128, packing=True, seed=0)
+    assert plan.rows is not None and len(plan.rows) > 1, "the fixture should need two widths"
+    width_of = {tuple(row): w for w, rows in plan.rows.items() for row in rows}
+    batches = plan.batches(0)
+    assert len(batches) == plan.num_batches
+    for rows in batches:
+        (w,) = {width_of[tuple(row)] for row in rows}
+        assert len(rows) <= plan.rows_per_batch(w) == 2 * 128 // w
+        assert make_batch(ds, rows, plan.budget, plan.packing).inputs.shape[1] <= w

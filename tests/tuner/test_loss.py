@@ -136,7 +136,15 @@ def test_a_step_is_the_mean_over_all_its_tokens_whatever_the_micro_batches(
     and gradient norm each step. A mean of micro-batch means would differ (unequal counts)."""
     from ftx import train
 
-    common = {"iters": 3, "report_every": 1, "save_every": None, "max_grad_norm": None}
+    # Rows of 64 tokens, the narrowest width: all rows have one width, so the same rows make a
+    # step whatever the micro-batches.
+    common = {
+        "iters": 3,
+        "report_every": 1,
+        "save_every": None,
+        "max_grad_norm": None,
+        "max_seq_length": 64,
+    }
     train(make_config(out=tmp_path / "accum", batch_size=2, grad_accumulation=2, **common))
     train(make_config(out=tmp_path / "whole", batch_size=4, grad_accumulation=1, **common))
     a = read_metrics(tmp_path / "accum" / "metrics.jsonl")

@@ -4,9 +4,16 @@ A record of ``n`` tokens feeds its first ``n - 1`` tokens as inputs; position ``
 (predicts token ``j + 1``) when the mask of token ``j + 1`` is set. Only the records of one
 micro-batch are ever copied out of the memory map.
 
-Packing places records into rows of ``max_seq_length`` tokens by best-fit decreasing; each
-token carries the index of its record in the row (``segments``) so attention can be made
-block-diagonal. Padding mode puts one record per row and groups records of similar length.
+Packing places records into rows by best-fit decreasing; each token carries the index of its
+record in the row (``segments``) so attention can be made block-diagonal. Rows come in a ladder
+of widths up to ``max_seq_length``, each about 1.25x the one below: a record opens a row of the
+narrowest width it fits, and shorter records fill the rest. A micro-batch holds rows of one
+width, as many as make ``batch_size * max_seq_length`` token slots, so every micro-batch
+carries about the same number of tokens, while attention, whose cost per token grows with the
+row width, runs over rows little wider than their records. On SmolLM2-135M (CPU) a token costs
+1.6x as much in a 512-wide row as in a 128-wide one; on alpaca-length records the ladder trains
+15% more tokens/s than rows all 512 wide. Padding mode puts one record per row and groups
+records of similar length.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from ftx.data import PreparedDataset
 Rows = list[list[int]]
 # Row widths are rounded up to a multiple of this, so few distinct shapes reach the compiler.
 WIDTH_MULTIPLE = 32
+# The narrowest row packing opens: below it a row's fixed costs outweigh attention's.
+MIN_ROW_WIDTH = 64
 
 
 @dataclass(frozen=True)
@@ -68,22 +77,42 @@ def trainable(ds: PreparedDataset) -> npt.NDArray[np.bool_]:
     return out
 
 
-def pack_rows(lengths: npt.NDArray[np.int64], ids: Sequence[int], budget: int) -> Rows:
-    """Best-fit decreasing: the longest record first, each into the fullest row it still fits.
+def row_widths(budget: int) -> list[int]:
+    """The widths packing may open, narrowest first: from ``budget`` down, each about 4/5 of
+    the next and at least MIN_ROW_WIDTH narrower (multiples of WIDTH_MULTIPLE), down to
+    MIN_ROW_WIDTH. So a record opens a row at most ~1.25x (or 64 tokens) wider than itself."""
+    widths = [budget]
+    while True:
+        w = min(widths[-1] - MIN_ROW_WIDTH, _round_width(widths[-1] * 4 // 5, budget))
+        w -= w % WIDTH_MULTIPLE
+        if w < MIN_ROW_WIDTH:
+            return widths[::-1]
+        widths.append(w)
+
+
+def pack_rows(
+    lengths: npt.NDArray[np.int64], ids: Sequence[int], widths: Sequence[int]
+) -> tuple[Rows, list[int]]:
+    """Best-fit decreasing: the longest record first, each into the fullest row it still fits,
+    else into a new row of the narrowest of ``widths`` (ascending) that holds it. Returns the
+    rows and their widths.
 
     Rows are indexed by remaining capacity (a sorted list of capacities and a stack of rows per
     capacity), so each placement is a binary search: O(n log budget).
     """
     order = sorted(ids, key=lambda i: -int(lengths[i]))  # stable: ties keep the given order
     rows: Rows = []
+    row_width: list[int] = []
     by_cap: dict[int, list[int]] = {}
     caps: list[int] = []
     for i in order:
         n = int(lengths[i])
         j = bisect_left(caps, n)
         if j == len(caps):
-            row, rest = len(rows), budget - n
+            width = widths[bisect_left(widths, n)]
+            row, rest = len(rows), width - n
             rows.append([i])
+            row_width.append(width)
         else:
             cap = caps[j]
             row, rest = by_cap[cap].pop(), cap - n
@@ -96,14 +125,14 @@ def pack_rows(lengths: npt.NDArray[np.int64], ids: Sequence[int], budget: int) -
                 by_cap[rest] = []
                 insort(caps, rest)
             by_cap[rest].append(row)
-    return rows
+    return rows, row_width
 
 
 class Plan:
     """The rows and micro-batches of one split. Packed rows are built once (BFD over a seeded
-    shuffle); each epoch reshuffles which rows share a micro-batch. With the block-diagonal
-    mask, which records share a row does not change any gradient, so packing once is enough.
-    ``seed=None`` keeps a fixed order (evaluation)."""
+    shuffle); each epoch reshuffles which rows of a width share a micro-batch, and the order of
+    the micro-batches. With the block-diagonal mask, which records share a row does not change
+    any gradient, so packing once is enough. ``seed=None`` keeps a fixed order (evaluation)."""
 
     def __init__(
         self, ds: PreparedDataset, batch_size: int, budget: int, packing: bool, seed: int | None
@@ -115,20 +144,34 @@ class Plan:
         self.truncated = int(np.count_nonzero(ds.lengths()[self.ids] - 1 > budget))
         order = self.ids if seed is None else np.random.default_rng(seed).permutation(self.ids)
         self.order = [int(i) for i in order]
-        self.rows = pack_rows(self.lengths, self.order, budget) if packing else None
+        self.rows: dict[int, Rows] | None = None
+        if packing:
+            rows, widths = pack_rows(self.lengths, self.order, row_widths(budget))
+            self.rows = {w: [] for w in sorted(set(widths))}
+            for row, w in zip(rows, widths, strict=True):
+                self.rows[w].append(row)
+
+    def rows_per_batch(self, width: int) -> int:
+        """Rows of ``width`` in a packed micro-batch: ``batch_size * budget`` token slots."""
+        return max(1, self.batch_size * self.budget // width)
 
     @property
     def num_batches(self) -> int:
-        rows = len(self.rows) if self.rows is not None else len(self.ids)
-        return -(-rows // self.batch_size)
+        if self.rows is None:
+            return -(-len(self.ids) // self.batch_size)
+        return sum(-(-len(rows) // self.rows_per_batch(w)) for w, rows in self.rows.items())
 
-    def widest_row(self) -> int:
-        """Width of the widest micro-batch (rows are padded to a multiple of WIDTH_MULTIPLE)."""
+    def widest_batch(self) -> tuple[int, int]:
+        """(rows, width) of the widest micro-batch (rows padded to a multiple of
+        WIDTH_MULTIPLE): the one whose attention needs the most memory."""
         if self.rows is not None:
-            fill = max((sum(int(self.lengths[i]) for i in row) for row in self.rows), default=0)
-        else:
-            fill = int(self.lengths[self.ids].max(initial=0))
-        return _round_width(fill, self.budget)
+            if not self.rows:
+                return self.batch_size, 0
+            w = max(self.rows)
+            fill = max(sum(int(self.lengths[i]) for i in row) for row in self.rows[w])
+            return min(self.rows_per_batch(w), len(self.rows[w])), _round_width(fill, w)
+        fill = int(self.lengths[self.ids].max(initial=0))
+        return self.batch_size, _round_width(fill, self.budget)
 
     @property
     def trained_fraction(self) -> float:
@@ -139,12 +182,7 @@ class Plan:
         """The micro-batches of one epoch, each a list of rows of record ids."""
         rng = None if self.seed is None else np.random.default_rng((self.seed, epoch))
         if self.rows is not None:
-            rows = (
-                self.rows
-                if rng is None
-                else [self.rows[i] for i in rng.permutation(len(self.rows))]
-            )
-            return [rows[k : k + self.batch_size] for k in range(0, len(rows), self.batch_size)]
+            return self._packed_batches(rng)
         # Length buckets: neighbours in length share a micro-batch, so padding stays small.
         order = (
             self.order if rng is None else [self.order[i] for i in rng.permutation(len(self.order))]
@@ -155,6 +193,25 @@ class Plan:
             for k in range(0, len(by_len), self.batch_size)
         ]
         return batches if rng is None else [batches[i] for i in rng.permutation(len(batches))]
+
+    def _packed_batches(self, rng: np.random.Generator | None) -> list[Rows]:
+        """Every row draws a key; each width's rows, in key order, are cut into micro-batches,
+        which run in the order of their first row's key. So widths interleave evenly over the
+        epoch, and with one width, micro-batches of ``k`` rows accumulated twice make the steps
+        that micro-batches of ``2k`` rows make."""
+        assert self.rows is not None
+        flat = [(w, row) for w, rows in self.rows.items() for row in rows]
+        keys = range(len(flat)) if rng is None else rng.permutation(len(flat)).tolist()
+        by_width: dict[int, list[tuple[int, list[int]]]] = {}
+        for key, (w, row) in sorted(zip(keys, flat, strict=True), key=lambda t: t[0]):
+            by_width.setdefault(w, []).append((key, row))
+        keyed: list[tuple[int, Rows]] = []
+        for w, rows in by_width.items():
+            k = self.rows_per_batch(w)
+            keyed += [
+                (rows[j][0], [row for _, row in rows[j : j + k]]) for j in range(0, len(rows), k)
+            ]
+        return [batch for _, batch in sorted(keyed, key=lambda t: t[0])]
 
     def __iter__(self) -> Iterator[Batch]:
         """The micro-batches of epoch 0 (in fixed order when unseeded), built one at a time."""

@@ -95,8 +95,7 @@ def estimate_memory(
         optimizer = 0
 
     d, kv, mlp, heads, vocab = _widths(model_config)
-    rows = config.batch_size
-    width = plan.widest_row()
+    rows, width = plan.widest_batch()
     per_token = (
         ACTIVATION_WIDTHS["hidden"] * d
         + ACTIVATION_WIDTHS["kv"] * kv

@@ -239,7 +239,10 @@ class Trainer:
         ends = np.cumsum([a.size for _, a in leaves]).tolist()
         parts = mx.split(total, ends[:-1])
         return tree_unflatten(
-            [(k, p.reshape(a.shape).astype(a.dtype)) for (k, a), p in zip(leaves, parts, strict=True)]
+            [
+                (k, p.reshape(a.shape).astype(a.dtype))
+                for (k, a), p in zip(leaves, parts, strict=True)
+            ]
         )
 
     def _report(self, record: dict[str, Any]) -> None:
