@@ -3,6 +3,10 @@
 
 use pyo3::prelude::*;
 
+// Rust allocations of the extension only; Python's own stay with the interpreter.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod errors;
 mod prepare;
 mod preview;
