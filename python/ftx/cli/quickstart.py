@@ -61,7 +61,7 @@ def summary(r: Any) -> str:
             f"seed {s.seed}, tool calls written {r.style}",
             f"compute: {r.compute}",
             f"training: LoRA rank {s.rank} on the last {s.num_layers} blocks, "
-            f"{tr.steps} steps of {s.batch_size} rows x {s.max_seq_length} tokens, "
+            f"{tr.steps} steps of {s.batch_size} x {s.max_seq_length} token slots, "
             f"learning rate {s.learning_rate:g}; train loss {tr.train_loss:.4f}, "
             f"{tr.processed_tokens_per_s:,.0f} tokens/s",
             f"time: {r.seconds:.1f}s ({stages})",
