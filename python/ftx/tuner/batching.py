@@ -200,16 +200,19 @@ class Plan:
         epoch, and with one width, micro-batches of ``k`` rows accumulated twice make the steps
         that micro-batches of ``2k`` rows make."""
         assert self.rows is not None
-        flat = [(w, row) for w, rows in self.rows.items() for row in rows]
-        keys = range(len(flat)) if rng is None else rng.permutation(len(flat)).tolist()
-        by_width: dict[int, list[tuple[int, list[int]]]] = {}
-        for key, (w, row) in sorted(zip(keys, flat, strict=True), key=lambda t: t[0]):
-            by_width.setdefault(w, []).append((key, row))
+        n = sum(len(rows) for rows in self.rows.values())
+        keys = list(range(n)) if rng is None else rng.permutation(n).tolist()
         keyed: list[tuple[int, Rows]] = []
-        for w, rows in by_width.items():
+        start = 0
+        for w, rows in self.rows.items():
+            ranked = sorted(
+                zip(keys[start : start + len(rows)], rows, strict=True), key=lambda t: t[0]
+            )
+            start += len(rows)
             k = self.rows_per_batch(w)
             keyed += [
-                (rows[j][0], [row for _, row in rows[j : j + k]]) for j in range(0, len(rows), k)
+                (ranked[j][0], [row for _, row in ranked[j : j + k]])
+                for j in range(0, len(ranked), k)
             ]
         return [batch for _, batch in sorted(keyed, key=lambda t: t[0])]
 
