@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::conversation::Record;
-use crate::encode::{read_maybe_gz, token_string, Tokenizer};
+use crate::encode::{read_maybe_gz, token_string, Direct, Tokenizer};
 use crate::formats::{normalize, FormatOptions};
 use crate::template::tests::data_dir;
 use crate::template::{ChatTemplate, SpecialTokens};
@@ -181,39 +181,72 @@ fn random_strings_split_as_the_regex() {
     }
 }
 
-/// The ftx tokenizer and the library's, loaded from the same tokenizer.json.
-fn both(name: &str) -> Option<(Tokenizer, tokenizers::Tokenizer)> {
+/// The ftx tokenizer (with its direct path) and the library's, loaded from the same
+/// tokenizer.json.
+struct Both {
+    fast: Tokenizer,
+    direct: Direct,
+    library: tokenizers::Tokenizer,
+}
+
+fn both(name: &str) -> Option<Both> {
     let dir = data_dir()?.join("tokenizers").join(name);
     let bytes = read_maybe_gz(&dir.join("tokenizer.json.gz")).unwrap();
     let fast = Tokenizer::from_bytes(&bytes).unwrap();
     let library = tokenizers::Tokenizer::from_bytes(&bytes).unwrap();
     assert!(fast.get_pre_tokenizer().unwrap().is_fast(), "{name}");
-    Some((fast, library))
+    let direct = Direct::new(&fast).unwrap_or_else(|| panic!("{name}: no direct path"));
+    Some(Both {
+        fast,
+        direct,
+        library,
+    })
 }
 
-fn assert_same_ids(fast: &Tokenizer, library: &tokenizers::Tokenizer, text: &str) {
-    let a = fast.encode(text, false).unwrap();
-    let b = library.encode(text, false).unwrap();
+impl Both {
+    fn direct(&self, text: &str) -> (Vec<u32>, Vec<Offsets>) {
+        let (mut ids, mut offsets) = (Vec::new(), Vec::new());
+        self.direct
+            .encode(&self.fast, text, &mut ids, Some(&mut offsets))
+            .unwrap();
+        (ids, offsets)
+    }
+}
+
+/// The scanner's tokenizer and, where it takes the text, the direct path give the library's
+/// ids and offsets.
+fn assert_same_ids(t: &Both, text: &str) {
+    let a = t.fast.encode(text, false).unwrap();
+    let b = t.library.encode(text, false).unwrap();
     assert_eq!(a.get_ids(), b.get_ids(), "{text:?}");
     assert_eq!(a.get_offsets(), b.get_offsets(), "{text:?}");
+    if t.direct.takes(text) {
+        let (ids, offsets) = t.direct(text);
+        assert_eq!(ids, b.get_ids(), "direct: {text:?}");
+        assert_eq!(offsets, b.get_offsets(), "direct: {text:?}");
+    }
 }
 
 #[test]
 fn random_strings_tokenize_as_the_library() {
     let mut rng = Rng(11);
     for name in ["llama3", "qwen3"] {
-        let Some((fast, library)) = both(name) else {
+        let Some(t) = both(name) else {
             return;
         };
         for _ in 0..3_000 {
-            assert_same_ids(&fast, &library, &random_text(&mut rng));
+            assert_same_ids(&t, &random_text(&mut rng));
         }
         // Special tokens are split off before the pre-tokenizer sees the text.
-        assert_same_ids(
-            &fast,
-            &library,
+        for text in [
             "<|im_start|>user\n'sup<|eot_id|> \n\n<|im_end|>  x",
-        );
+            "<|im_start|><|im_start|>",
+            "<|im_start",
+            "",
+            " <tool_call>{\"a\": 1}</tool_call>\n",
+        ] {
+            assert_same_ids(&t, text);
+        }
     }
 }
 
@@ -269,7 +302,7 @@ fn read_rows(path: &std::path::Path) -> Vec<Json> {
 fn check_datasets(files: &[&str], at_least: usize) {
     let Some(data) = data_dir() else { return };
     for name in ["llama3", "qwen3"] {
-        let Some((fast, library)) = both(name) else {
+        let Some(t) = both(name) else {
             return;
         };
         let dir = data.join("datasets/llama_factory");
@@ -277,7 +310,7 @@ fn check_datasets(files: &[&str], at_least: usize) {
         let texts = records(&data, name, &paths);
         assert!(texts.len() >= at_least, "{name}: {} records", texts.len());
         for text in &texts {
-            assert_same_ids(&fast, &library, text);
+            assert_same_ids(&t, text);
         }
     }
 }
@@ -342,6 +375,50 @@ fn only_the_known_shape_takes_the_fast_path() {
     }
 }
 
+/// Any tokenizer.json setting the direct path does not reproduce sends every text to the
+/// library.
+#[test]
+fn only_the_shapes_it_reproduces_take_the_direct_path() {
+    let Some(data) = data_dir() else { return };
+    let dir = data.join("tokenizers");
+    // The shape without the large vocabulary, which only slows each load down.
+    let json = |name: &str| -> Json {
+        let bytes = read_maybe_gz(&dir.join(name).join("tokenizer.json.gz")).unwrap();
+        let mut json: Json = serde_json::from_slice(&bytes).unwrap();
+        let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+        vocab.retain(|_, id| id.as_u64().unwrap() < 1000);
+        json["model"]["merges"] = serde_json::json!([]);
+        json
+    };
+    let direct = |json: &Json| {
+        let tokenizer = Tokenizer::from_bytes(serde_json::to_vec(json).unwrap()).unwrap();
+        Direct::new(&tokenizer)
+    };
+    let llama3 = json("llama3");
+    assert!(direct(&llama3).is_some());
+    let changed = |edit: &dyn Fn(&mut Json)| {
+        let mut j = llama3.clone();
+        edit(&mut j);
+        direct(&j)
+    };
+    assert!(
+        changed(&|j| j["post_processor"]["processors"][0]["trim_offsets"] = true.into()).is_none()
+    );
+    assert!(changed(&|j| j["added_tokens"][3]["lstrip"] = true.into()).is_none());
+    assert!(changed(&|j| j["added_tokens"][3]["normalized"] = true.into()).is_none());
+    assert!(changed(&|j| j["model"]["dropout"] = 0.1.into()).is_none());
+    assert!(changed(&|j| j["normalizer"] = serde_json::json!({"type": "Lowercase"})).is_none());
+    assert!(
+        changed(&|j| j["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = true.into())
+            .is_none()
+    );
+    // Qwen's NFC normalizer: texts already in NFC only.
+    let qwen3 = direct(&json("qwen3")).unwrap();
+    assert!(qwen3.takes("plain") && qwen3.takes("caf\u{e9} \u{4e2d}\u{6587}"));
+    assert!(!qwen3.takes("cafe\u{301}") && !qwen3.takes("\u{212a}"));
+    assert!(direct(&llama3).unwrap().takes("cafe\u{301}"));
+}
+
 /// Bytes of `text` whose match the scanner found, and bytes left to the regex.
 fn coverage(split: &Gpt4Split, text: &str) -> (usize, usize) {
     let s = text.as_bytes();
@@ -358,7 +435,8 @@ fn coverage(split: &Gpt4Split, text: &str) -> (usize, usize) {
     (scanned, s.len() - scanned)
 }
 
-/// Library against ftx tokenization of the same rendered chats, one thread:
+/// Library against ftx tokenization of the same rendered chats (the scanner inside the
+/// library's pipeline, and the direct path where it takes the text), one thread:
 /// `FTX_BENCH_CORPUS=chat.jsonl [FTX_BENCH_RECORDS=5000] cargo test --release -p ftx-core --lib
 /// speed_against_library -- --ignored --nocapture`.
 #[test]
@@ -372,70 +450,54 @@ fn speed_against_library() {
     let n: usize = std::env::var("FTX_BENCH_RECORDS").map_or(5000, |v| v.parse().unwrap());
     let rounds = 5;
     for name in ["llama3", "qwen3"] {
-        let Some((fast, library)) = both(name) else {
+        let Some(t) = both(name) else {
             return;
         };
         let mut texts = records(&data, name, &[corpus.clone().into()]);
         texts.truncate(n);
         let bytes: usize = texts.iter().map(String::len).sum();
-        let Some(FtxPreTokenizer::Gpt4 { split, .. }) = fast.get_pre_tokenizer() else {
+        let Some(FtxPreTokenizer::Gpt4 { split, .. }) = t.fast.get_pre_tokenizer() else {
             panic!("{name}: no fast path");
         };
         let (scanned, left) = texts
             .iter()
             .map(|t| coverage(split, t))
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let ascii = texts.iter().filter(|t| t.is_ascii()).count();
+        let direct = texts.iter().filter(|s| t.direct.takes(s)).count();
         // Record by record, in turns, so that a neighbour's load on a shared machine falls on
-        // both alike.
-        let (mut t_lib, mut t_fast) = (Vec::new(), Vec::new());
-        let (mut s_lib, mut s_fast) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            let mut encode = [0.0; 2];
-            let mut split_only = [0.0; 2];
-            for (i, t) in texts.iter().enumerate() {
-                for side in [i % 2, 1 - i % 2] {
+        // all sides alike.
+        let mut rounds_s = vec![[0.0; 3]; rounds];
+        for round in &mut rounds_s {
+            for (i, text) in texts.iter().enumerate() {
+                for k in 0..3 {
+                    let side = (i + k) % 3;
                     let start = std::time::Instant::now();
-                    let tok = if side == 0 {
-                        library.encode(t.as_str(), false)
-                    } else {
-                        fast.encode(t.as_str(), false)
-                    };
-                    std::hint::black_box(tok.unwrap());
-                    encode[side] += start.elapsed().as_secs_f64();
-                    // The split alone, on the whole rendered text.
-                    let start = std::time::Instant::now();
-                    let pieces = if side == 0 {
-                        (&split.regex).find_matches(t)
-                    } else {
-                        split.find_matches(t)
-                    };
-                    std::hint::black_box(pieces.unwrap());
-                    split_only[side] += start.elapsed().as_secs_f64();
+                    match side {
+                        0 => drop(std::hint::black_box(t.library.encode(text.as_str(), false))),
+                        1 => drop(std::hint::black_box(t.fast.encode(text.as_str(), false))),
+                        _ if t.direct.takes(text) => drop(std::hint::black_box(t.direct(text))),
+                        _ => drop(std::hint::black_box(t.fast.encode(text.as_str(), false))),
+                    }
+                    round[side] += start.elapsed().as_secs_f64();
                 }
             }
-            t_lib.push(encode[0]);
-            t_fast.push(encode[1]);
-            s_lib.push(split_only[0]);
-            s_fast.push(split_only[1]);
         }
-        let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-        let (l, f) = (best(&t_lib), best(&t_fast));
+        let best = |k: usize| rounds_s.iter().map(|r| r[k]).fold(f64::INFINITY, f64::min);
+        let (l, f, d) = (best(0), best(1), best(2));
         let mb = bytes as f64 / 1e6;
         println!(
             "{name}: {} records, {mb:.1} MB, {:.1}% of bytes scanned ({:.1}% left to the regex), \
-             {:.1}% of records pure ASCII\n  encode: library {l:.3} s ({:.1} MB/s), ftx {f:.3} s \
-             ({:.1} MB/s): {:.2}x; rounds: library {t_lib:.3?}, ftx {t_fast:.3?}\n  split \
-             alone: regex {:.3} s, scanner {:.3} s",
+             {:.1}% of records on the direct path\n  encode: library {l:.3} s ({:.1} MB/s), \
+             scanner {f:.3} s ({:.1} MB/s, {:.2}x), direct {d:.3} s ({:.1} MB/s, {:.2}x)",
             texts.len(),
             100.0 * scanned as f64 / bytes as f64,
             100.0 * left as f64 / bytes as f64,
-            100.0 * ascii as f64 / texts.len() as f64,
+            100.0 * direct as f64 / texts.len() as f64,
             mb / l,
             mb / f,
             l / f,
-            best(&s_lib),
-            best(&s_fast),
+            mb / d,
+            l / d,
         );
     }
 }
