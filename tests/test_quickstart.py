@@ -46,8 +46,9 @@ def test_shortened_quickstart_lifts_held_out_tool_call_metrics(tmp_path: Path) -
     ev = report["evaluation"]
     base, adapted = ev["base"]["generation"], ev["adapted"]["generation"]
     # The base model never writes the task's call format. After 12 steps the adapter writes
-    # it on phrasings it was not trained on (measured here: JSON valid 0% -> 100%, function
-    # name 0% -> 69%, exact match 0% -> 12.5%; the full quickstart goes further).
+    # it on phrasings it was not trained on (measured here with LoRA on 8 blocks: JSON valid
+    # 0% -> 100%, function name 0% -> 69%, exact match 0% -> 12.5%; the full quickstart goes
+    # further).
     assert adapted["tool_json_valid"] - base["tool_json_valid"] >= 0.5, (base, adapted)
     assert adapted["tool_name_accuracy"] - base["tool_name_accuracy"] >= 0.4, (base, adapted)
     assert adapted["exact_match"] > base["exact_match"], (base, adapted)
