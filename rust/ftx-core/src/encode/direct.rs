@@ -101,7 +101,8 @@ impl Direct {
         Some(Self {
             added,
             ids,
-            whole_words: bpe.ignore_merges && bpe.dropout.map_or(true, |p| p == 0.0),
+            // Dropout above 0 was refused: the model takes its whole-word shortcut.
+            whole_words: bpe.ignore_merges,
             nfc,
             chars: byte_chars(),
         })
@@ -119,127 +120,100 @@ impl Direct {
         tokenizer: &Tokenizer,
         text: &str,
         ids: &mut Vec<u32>,
-        mut offsets: Option<&mut Vec<Offsets>>,
+        offsets: Option<&mut Vec<Offsets>>,
     ) -> tokenizers::Result<()> {
         let Some(FtxPreTokenizer::Gpt4 { split, .. }) = tokenizer.get_pre_tokenizer() else {
             return Err("the direct path needs ftx's split pre-tokenizer".into());
         };
-        let model = tokenizer.get_model();
-        let mut scratch = Scratch::default();
+        let mut out = Out {
+            model: tokenizer.get_model(),
+            text,
+            ids,
+            offsets,
+            mapped: String::new(),
+            back: Vec::new(),
+        };
         let mut at = 0;
         if let Some(added) = &self.added {
             for m in added.find_iter(text) {
-                self.text(
-                    split,
-                    model,
-                    text,
-                    at,
-                    m.start(),
-                    &mut scratch,
-                    ids,
-                    &mut offsets,
-                )?;
-                ids.push(self.ids[m.pattern().as_usize()]);
-                if let Some(o) = offsets.as_deref_mut() {
+                self.stretch(split, &mut out, at, m.start())?;
+                out.ids.push(self.ids[m.pattern().as_usize()]);
+                if let Some(o) = out.offsets.as_deref_mut() {
                     o.push((m.start(), m.end()));
                 }
                 at = m.end();
             }
         }
-        self.text(
-            split,
-            model,
-            text,
-            at,
-            text.len(),
-            &mut scratch,
-            ids,
-            &mut offsets,
-        )
+        self.stretch(split, &mut out, at, text.len())
     }
 
     /// Tokens of `text[from..to]`, a stretch without added tokens.
-    #[allow(clippy::too_many_arguments)]
-    fn text(
+    fn stretch(
         &self,
         split: &Gpt4Split,
-        model: &ModelWrapper,
-        text: &str,
+        out: &mut Out<'_>,
         from: usize,
         to: usize,
-        scratch: &mut Scratch,
-        ids: &mut Vec<u32>,
-        offsets: &mut Option<&mut Vec<Offsets>>,
     ) -> tokenizers::Result<()> {
         if from == to {
             return Ok(());
         }
-        let stretch = &text[from..to];
-        for ((a, b), _) in split.find_matches(stretch)? {
+        for ((a, b), _) in split.find_matches(&out.text[from..to])? {
             if a < b {
-                self.piece(model, stretch, from, a, b, scratch, ids, offsets)?;
+                self.piece(out, from + a, from + b)?;
             }
         }
         Ok(())
     }
 
-    /// Tokens of the piece `stretch[a..b]`, whose stretch starts at `base` in the text.
-    #[allow(clippy::too_many_arguments)]
-    fn piece(
-        &self,
-        model: &ModelWrapper,
-        stretch: &str,
-        base: usize,
-        a: usize,
-        b: usize,
-        scratch: &mut Scratch,
-        ids: &mut Vec<u32>,
-        offsets: &mut Option<&mut Vec<Offsets>>,
-    ) -> tokenizers::Result<()> {
-        let mapped = &mut scratch.mapped;
-        mapped.clear();
-        for &byte in &stretch.as_bytes()[a..b] {
-            mapped.push(self.chars[usize::from(byte)]);
-        }
+    /// Tokens of the piece `text[a..b]`.
+    fn piece(&self, out: &mut Out<'_>, a: usize, b: usize) -> tokenizers::Result<()> {
+        let bytes = &out.text.as_bytes()[a..b];
+        out.mapped.clear();
+        out.mapped
+            .extend(bytes.iter().map(|&byte| self.chars[usize::from(byte)]));
         if self.whole_words {
-            if let Some(id) = model.token_to_id(mapped.as_str()) {
-                ids.push(id);
-                if let Some(o) = offsets.as_deref_mut() {
-                    o.push((base + a, base + b));
+            if let Some(id) = out.model.token_to_id(&out.mapped) {
+                out.ids.push(id);
+                if let Some(o) = out.offsets.as_deref_mut() {
+                    o.push((a, b));
                 }
                 return Ok(());
             }
         }
-        let tokens = model.tokenize(mapped)?;
-        let Some(o) = offsets.as_deref_mut() else {
-            ids.extend(tokens.iter().map(|t| t.id));
+        let tokens = out.model.tokenize(&out.mapped)?;
+        let Some(o) = out.offsets.as_deref_mut() else {
+            out.ids.extend(tokens.iter().map(|t| t.id));
             return Ok(());
         };
         // Each mapped byte's original character, as ByteLevel's alignments give it: every
         // byte of a multi-byte character stands for the whole character.
-        let back = &mut scratch.back;
-        back.clear();
-        for (start, c) in stretch[a..b].char_indices() {
-            let (lo, hi) = (base + a + start, base + a + start + c.len_utf8());
-            for &byte in &stretch.as_bytes()[a + start..a + start + c.len_utf8()] {
-                back.extend(
-                    std::iter::repeat((lo, hi)).take(self.chars[usize::from(byte)].len_utf8()),
-                );
+        out.back.clear();
+        for (start, c) in out.text[a..b].char_indices() {
+            let (lo, hi) = (a + start, a + start + c.len_utf8());
+            for &byte in &out.text.as_bytes()[lo..hi] {
+                let width = self.chars[usize::from(byte)].len_utf8();
+                out.back.extend(std::iter::repeat((lo, hi)).take(width));
             }
         }
         for t in tokens {
-            ids.push(t.id);
+            out.ids.push(t.id);
             let (s, e) = t.offsets;
-            o.push((back[s].0, back[e - 1].1));
+            o.push((out.back[s].0, out.back[e - 1].1));
         }
         Ok(())
     }
 }
 
-/// Buffers reused across the pieces of one text.
-#[derive(Default)]
-struct Scratch {
+/// One text being encoded: where its tokens go, and buffers reused across its pieces.
+struct Out<'a> {
+    model: &'a ModelWrapper,
+    text: &'a str,
+    ids: &'a mut Vec<u32>,
+    offsets: Option<&'a mut Vec<Offsets>>,
+    /// The piece in ByteLevel characters.
     mapped: String,
+    /// The original character of each byte of `mapped`.
     back: Vec<Offsets>,
 }
 
