@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -80,6 +80,11 @@ class TrainConfig(BaseModel):
     )
     max_seq_length: int = Field(2048, ge=2, description="Tokens per row; longer records are cut.")
     packing: bool = Field(True, description="Pack records into rows (else pad length buckets).")
+    cpu_streams: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="On CPU: MLX streams computing shards of a micro-batch at once, each with "
+        "a one-thread BLAS (auto: one per core when cores <= batch_size, else 1).",
+    )
     seed: int = Field(0, ge=0, description="Seed of data order, adapter init and dropout.")
 
     eval_every: int | None = Field(
@@ -136,9 +141,20 @@ FIELDS = tuple(TrainConfig.model_fields)
 
 
 def _pydantic_issues(err: ValidationError) -> list[Issue]:
-    issues = []
+    issues: list[Issue] = []
+    unions: dict[str, Issue] = {}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        loc = e["loc"]
+        if len(loc) == 2 and isinstance(loc[1], str):
+            # One error per member of a union (``int | "auto"``): one issue listing them all.
+            key, msg = str(loc[0]), str(e["msg"]).removeprefix("Input should be ")
+            if key in unions:
+                unions[key] = Issue(key, e.get("input"), f"{unions[key].allowed}, or {msg}")
+            else:
+                unions[key] = Issue(key, e.get("input"), f"should be {msg}")
+                issues.append(unions[key])
+            continue
+        key = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
             near = difflib.get_close_matches(key, FIELDS, n=1)
             hint = f"did you mean {near[0]!r}? " if near else ""
@@ -148,7 +164,7 @@ def _pydantic_issues(err: ValidationError) -> list[Issue]:
         else:
             allowed = str(e["msg"]).removeprefix("Value error, ")
         issues.append(Issue(key, e.get("input"), allowed))
-    return issues
+    return [unions.get(i.key, i) for i in issues]
 
 
 def _cross_issues(c: TrainConfig) -> list[Issue]:

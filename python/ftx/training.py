@@ -29,6 +29,7 @@ class TrainReport:
     method: str
     base: str
     blas: str
+    streams: str
     total_parameters: int
     trainable_parameters: int
     memory: MemoryEstimate
@@ -103,7 +104,7 @@ def train(
     the resolved ``config.yaml`` and ``manifest.json``. ``dry_run`` loads no weights and only
     reports parameters and the memory estimate. ``callbacks`` receive every step's metrics.
     """
-    from ftx.tuner.blas import use_fast_blas
+    from ftx.tuner.blas import blas_threads, use_fast_blas
     from ftx.tuner.inputs import check_inputs
 
     cfg = _config(config)
@@ -115,7 +116,8 @@ def train(
     from ftx.data import load_dataset
     from ftx.tuner.batching import Plan
     from ftx.tuner.memory import estimate_memory
-    from ftx.tuner.model import adapt, count_parameters, load_base
+    from ftx.tuner.model import adapt, count_parameters, load_base, on_gpu
+    from ftx.tuner.streams import choose_streams, cores
 
     mx.random.seed(cfg.seed)
     mx.reset_peak_memory()
@@ -125,12 +127,14 @@ def train(
     plan = Plan(
         load_dataset(cfg.data, "train"), cfg.batch_size, cfg.max_seq_length, cfg.packing, cfg.seed
     )
+    streams = choose_streams(cfg.cpu_streams, cfg.batch_size, cores(), on_gpu(), blas)
     setup = TrainReport(
         run_dir=Path(cfg.out),
         dry_run=True,
         method=cfg.method,
         base=base.describe(),
         blas=blas.describe(),
+        streams=streams.describe(),
         total_parameters=total,
         trainable_parameters=trainable,
         memory=estimate_memory(model, cfg, plan, inputs.model_config),
@@ -138,7 +142,23 @@ def train(
     )
     if dry_run:
         return setup
-    return _run(cfg, model, plan, adapter_meta, inputs.splits, setup, progress, callbacks, resume)
+    before = blas_threads(blas, streams.blas_threads)
+    try:
+        return _run(
+            cfg,
+            model,
+            plan,
+            adapter_meta,
+            inputs.splits,
+            setup,
+            progress,
+            callbacks,
+            resume,
+            streams.count,
+        )
+    finally:
+        if streams.blas_threads is not None:
+            blas_threads(blas, before)  # a caller's process gets its BLAS threads back
 
 
 def _resume_point(cfg: TrainConfig, provenance: str | None, resume: bool | None) -> Any:
@@ -186,6 +206,7 @@ def _run(
     progress: bool,
     callbacks: Sequence[Callable[[dict[str, Any]], None]],
     resume: bool | None,
+    streams: int,
 ) -> TrainReport:
     import mlx.core as mx
 
@@ -249,6 +270,7 @@ def _run(
         provenance=provenance,
         resume=ckpt,
         group=group,
+        streams=streams,
     )
     # metrics.jsonl restarts from what the checkpoint saw, so it never shows a step twice.
     log = MetricsLog(run_dir / "metrics.jsonl", trainer.state.metrics) if main else None

@@ -31,6 +31,15 @@ def test_every_problem_names_key_value_and_what_is_allowed() -> None:
     assert "learning_rate = 'fast'" in found["learning_rate"]
 
 
+def test_a_count_or_a_word_is_one_problem_naming_both() -> None:
+    found = issues({**BASE, "cpu_streams": 0})
+    assert found == {
+        "cpu_streams": "cpu_streams = 0: should be greater than or equal to 1, or 'auto'"
+    }
+    assert validate({**BASE, "cpu_streams": "2"}).cpu_streams == 2  # as a flag gives it
+    assert validate(BASE).cpu_streams == "auto"
+
+
 def test_unknown_keys_are_refused_with_a_suggestion() -> None:
     found = issues({**BASE, "learning_rte": 1e-4})
     assert "did you mean 'learning_rate'?" in found["learning_rte"]

@@ -37,9 +37,13 @@ def _option(name: str, field: FieldInfo) -> Decorator:
     click, so that a flag and a YAML key fail with the same message."""
     flag = "--" + name.replace("_", "-")
     ann = field.annotation
-    if get_origin(ann) in (Union, types.UnionType):
-        ann = next(a for a in get_args(ann) if a is not type(None))
     help_text = field.description or ""
+    if get_origin(ann) in (Union, types.UnionType):
+        members = [a for a in get_args(ann) if a is not type(None)]
+        if len(members) > 1:  # a count or a word ("auto"): the config model tells them apart
+            shown = "|".join(_shown(a) for a in members)
+            return click.option(flag, name, type=str, metavar=f"[{shown}]", help=help_text)
+        ann = members[0]
     if ann is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
     if get_origin(ann) is list:
@@ -52,6 +56,12 @@ def _option(name: str, field: FieldInfo) -> Decorator:
     kinds: dict[Any, Any] = {int: int, float: float, Path: click.Path(path_type=Path)}
     kind = kinds.get(ann, str)
     return click.option(flag, name, type=kind, help=help_text)
+
+
+def _shown(ann: Any) -> str:
+    if get_origin(ann) is Literal:
+        return "|".join(str(c) for c in get_args(ann))
+    return "N" if get_args(ann)[:1] == (int,) or ann is int else str(ann)
 
 
 def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,6 +81,7 @@ def _summary(r: Any) -> Table:
         ("method", r.method),
         ("base", r.base),
         ("blas", r.blas),
+        ("streams", r.streams),
         ("parameters", f"{r.total_parameters:,} total, {r.trainable_parameters:,} trainable"),
     ]
     m = r.memory

@@ -105,5 +105,18 @@ def use_fast_blas() -> Blas:
     return _chosen
 
 
+def blas_threads(blas: Blas, threads: int | None) -> int | None:
+    """Sets the threads one BLAS call may use (``None``: leaves them) and returns how many it
+    used before; ``None`` where ftx cannot tell or set them. OpenBLAS only: the bundled BLAS
+    is single-threaded, and others (Accelerate, MKL) are left to their own settings."""
+    if blas.name != "openblas" or blas.path is None:
+        return None
+    lib = ctypes.CDLL(blas.path)
+    before = int(lib.openblas_get_num_threads())
+    if threads is not None:
+        lib.openblas_set_num_threads(threads)
+    return before
+
+
 def _name(path: str) -> str:
     return "openblas" if "openblas" in Path(path).name.lower() else Path(path).name

@@ -10,6 +10,9 @@ micro-batches come from the seeded plan at (epoch, position) = divmod(step, step
 the MLX random key (dropout) is re-seeded from (seed, step) before every step, the learning rate
 is the schedule at that step, and the weights and optimizer state are restored from the files.
 So a resumed run computes what the uninterrupted run computes, bit for bit.
+
+On CPU a micro-batch's rows are cut into shards computed at once on parallel MLX streams
+(``ftx.tuner.streams``); each stream accumulates its own gradients, summed once per step.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import partial, reduce
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -128,6 +132,7 @@ class Trainer:
         provenance: str | None = None,
         resume: Checkpoint | None = None,
         group: mx.distributed.Group | None = None,
+        streams: int = 1,
     ) -> None:
         self.model, self.forward, self.config = model, forward, config
         self.plan, self.valid = plan, valid
@@ -137,6 +142,7 @@ class Trainer:
         self.group = group
         self.rank = group.rank() if group is not None else 0
         self.ranks = group.size() if group is not None else 1
+        self.streams = [mx.new_stream(mx.cpu) for _ in range(streams)] if streams > 1 else []
         if plan.num_batches == 0:
             raise DataError(f"{plan.ds.root}: no train record has a trained token")
         self.steps_per_epoch = math.ceil(plan.num_batches / config.grad_accumulation)
@@ -200,6 +206,15 @@ class Trainer:
         self._micro, self._norm, self._update, self._val_sum = micro, global_norm, update, val_sum
         self._state = state
 
+    def _shards(self, rows: Rows) -> list[tuple[int, Rows]]:
+        """This rank's rows of a micro-batch, dealt to the streams: (stream, rows) pairs."""
+        mine = rows[self.rank :: self.ranks]
+        n = max(1, len(self.streams))
+        return [(k, part) for k in range(n) if (part := mine[k::n])]
+
+    def _on(self, stream: int) -> AbstractContextManager[Any]:
+        return mx.stream(self.streams[stream]) if self.streams else nullcontext()
+
     def _micro_batches(self, step: int) -> list[Rows]:
         """Step ``step``'s micro-batches: the data cursor is the step number itself."""
         epoch, k = divmod(step, self.steps_per_epoch)
@@ -212,11 +227,12 @@ class Trainer:
         """Mean loss over the trained tokens of (the first ``limit`` micro-batches of) a split."""
         self.model.eval()
         total, count = mx.array(0.0), 0
-        batches = plan.batches()[:limit]
-        for rows in batches[self.rank :: self.ranks]:
-            batch = make_batch(plan.ds, rows, plan.budget, plan.packing)
-            total = total + self._val_sum(_arrays(batch))
-            count += batch.trained
+        for rows in plan.batches()[:limit]:
+            for k, part in self._shards(rows):
+                batch = make_batch(plan.ds, part, plan.budget, plan.packing)
+                with self._on(k):
+                    total = total + self._val_sum(_arrays(batch))
+                count += batch.trained
             mx.eval(total)
         self.model.train()
         both = self._all_sum(mx.array([total.item(), float(count)]))
@@ -262,19 +278,22 @@ class Trainer:
         """One optimizer step: (loss, grad norm, applied, token counts of all ranks)."""
         cfg, plan = self.config, self.plan
         mx.random.seed(cfg.seed * STEP_SEED_STRIDE + self.state.step)
-        batches: list[Batch] = [
-            make_batch(plan.ds, shard, plan.budget, plan.packing)
+        batches: list[tuple[int, Batch]] = [
+            (k, make_batch(plan.ds, part, plan.budget, plan.packing))
             for rows in micro_batches
-            if (shard := rows[self.rank :: self.ranks])
+            for k, part in self._shards(rows)
         ]
-        local = [sum(getattr(b, k) for b in batches) for k in COUNTS]
+        local = [sum(getattr(b, c) for _, b in batches) for c in COUNTS]
         counts = tuple(int(c) for c in self._all_sum(mx.array(local)).tolist())
         norm = mx.array(float(max(1, counts[0])))
-        loss, acc = mx.array(0.0), cast(Grads | None, None)
-        for b in batches:
-            part, acc = self._micro(_arrays(b), norm, acc)
+        loss, accs = mx.array(0.0), cast(dict[int, Grads], {})
+        for k, b in batches:
+            with self._on(k):
+                part, accs[k] = self._micro(_arrays(b), norm, accs.get(k))
             loss = loss + part
-        if acc is None:  # this rank had no rows in this step
+        if accs:
+            acc = reduce(partial(tree_map, mx.add), accs.values())
+        else:  # this rank had no rows in this step
             acc = tree_map(mx.zeros_like, self.model.trainable_parameters())
         grads, loss = self._all_sum([acc, loss])
         gnorm = self._norm(grads)
