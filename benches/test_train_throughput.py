@@ -139,6 +139,7 @@ def _ftx_train(
         "real_tok_s": _steady([r["processed_tokens_per_s"] for r in steps]),
         "wall_s": wall,
         "blas": summary["blas"],
+        "streams": summary["streams"],
         "base": summary["base"],
         "packing_efficiency": summary["packing_efficiency"],
     }

@@ -252,7 +252,7 @@ def quickstart(
             f"{r.processed_tokens_per_s:,.0f} tokens/s"
         ),
     )
-    compute = f"BLAS {trained.blas}; base {trained.base}"
+    compute = f"BLAS {trained.blas}; {trained.streams}; base {trained.base}"
     say(f"compute: {compute}")
 
     from ftx.data import load_dataset
