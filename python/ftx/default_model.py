@@ -69,8 +69,8 @@ def default_model(
     ``dequantize`` and ``dtype`` are passed to ``ftx.convert``; each combination is its own
     folder under ``cache`` (default: ``cache_dir() / "models"``).
     """
+    from ftx.files import sha256_file
     from ftx.gguf import MANIFEST, convert
-    from ftx.tuner.files import sha256_file
 
     start = time.perf_counter()
     src = embedded_gguf()

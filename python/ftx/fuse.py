@@ -143,7 +143,7 @@ class FuseReport:
 
 
 def _weights_sha(folder: Path) -> dict[str, str]:
-    from ftx.tuner.files import sha256_file
+    from ftx.files import sha256_file
 
     return {f.name: sha256_file(f) for f in sorted(folder.glob("*.safetensors"))}
 
@@ -218,7 +218,7 @@ def _check_data(data: Path, split: str, model: Path) -> None:
     """The split exists and was tokenized with this model's tokenizer (else its perplexity
     means nothing)."""
     from ftx.data import read_manifest
-    from ftx.tuner.files import sha256_file
+    from ftx.files import sha256_file
 
     manifest = read_manifest(data)
     if split not in manifest.get("splits", {}):

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from ftx.errors import ConfigError, FtxFileNotFoundError
+from ftx.files import sha256_file
 from ftx.gguf_tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
 from ftx.staged_folder import check_free, staged_folder, write_json
-from ftx.tuner.files import sha256_file
 
 MANIFEST = "ftx_convert.json"
 

@@ -138,7 +138,7 @@ def _claim(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # Claimed before any work: a run that is killed halfway leaves a folder the next
     # quickstart recognizes as its own, and says it did not finish.
-    from ftx.tuner.files import write_text_atomic
+    from ftx.files import write_text_atomic
 
     write_text_atomic(
         out / MANIFEST, json.dumps({"format": "ftx-quickstart", "finished": False}) + "\n"
@@ -301,7 +301,7 @@ def _style(model: Path) -> Style:
 
 def _write_manifest(report: QuickstartReport, started: datetime) -> None:
     from ftx import __version__
-    from ftx.tuner.files import write_text_atomic
+    from ftx.files import write_text_atomic
 
     body = {
         **report.to_dict(),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftx.errors import ConfigError, FtxIOError
-from ftx.tuner.files import fsync_path
+from ftx.files import fsync_path
 
 
 def check_free(dst: Path, force: bool = False) -> None:

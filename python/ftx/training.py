@@ -84,7 +84,7 @@ def _config(config: TrainConfig | Mapping[str, Any] | str | Path) -> TrainConfig
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from ftx.tuner.files import write_text_atomic
+    from ftx.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -212,9 +212,9 @@ def _run(
 
     from ftx import __version__
     from ftx.data import load_dataset
+    from ftx.files import write_atomic, write_text_atomic
     from ftx.tuner import checkpoint
     from ftx.tuner.batching import Plan
-    from ftx.tuner.files import write_atomic, write_text_atomic
     from ftx.tuner.forward import Forward
     from ftx.tuner.inputs import RUN_FORMAT, RUN_MANIFEST
     from ftx.tuner.metrics import MetricsLog, ProgressBar

@@ -14,7 +14,7 @@ import pytest
 
 import ftx
 from ftx.default_model import DefaultModel, cache_dir, default_model, embedded_gguf
-from ftx.tuner.files import sha256_file
+from ftx.files import sha256_file
 
 pytestmark = pytest.mark.mlx
 

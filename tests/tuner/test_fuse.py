@@ -122,7 +122,7 @@ def test_fused_logits_equal_base_plus_adapter(tiny_llama: Path, tmp_path: Path, 
 
 
 def test_provenance_and_atomic_write(tiny_llama: Path, lora: Path, fused: Path) -> None:
-    from ftx.tuner.files import sha256_file
+    from ftx.files import sha256_file
 
     prov = json.loads((fused / PROVENANCE).read_text(encoding="utf-8"))
     assert prov["base"]["path"] == str(tiny_llama.resolve())

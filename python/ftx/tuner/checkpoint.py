@@ -21,7 +21,7 @@ import mlx.core as mx
 from mlx.utils import tree_unflatten
 
 from ftx.errors import FtxError, FtxIOError
-from ftx.tuner.files import TEMP_PREFIX, publish_folder, sha256_file
+from ftx.files import TEMP_PREFIX, publish_folder, sha256_file
 from ftx.tuner.model import ADAPTER_CONFIG, ADAPTERS, flatten
 
 CHECKPOINTS = "checkpoints"

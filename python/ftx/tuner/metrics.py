@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ftx.tuner.files import write_text_atomic
+from ftx.files import write_text_atomic
 
 # Every line of metrics.jsonl has all of these keys; a value not measured at that step is null.
 KEYS = (
