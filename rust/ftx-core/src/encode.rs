@@ -313,7 +313,9 @@ impl Encoder {
         train_on: TrainOn,
     ) -> Result<Encoded, Reject> {
         let text = rendered.text.as_str();
-        let (ids, offsets) = self.ids_and_offsets(text)?;
+        let mut ids = Vec::with_capacity(text.len() / 3);
+        let mut offsets = Vec::with_capacity(text.len() / 3);
+        self.encode_into(text, &mut ids, Some(&mut offsets))?;
         let offsets = offsets.as_slice();
         let mut mask = vec![0u8; ids.len()];
         let last_assistant = messages.iter().rposition(|m| m.role == Role::Assistant);
@@ -354,21 +356,36 @@ impl Encoder {
         Ok(Encoded { ids, mask })
     }
 
-    /// What the library's `encode(text, false)` gives: ids and byte offsets.
-    fn ids_and_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<Offsets>), Reject> {
+    /// Appends what the library's `encode(text, false)` gives: the ids and, when asked, their
+    /// byte offsets; through the direct path when it takes the text.
+    fn encode_into(
+        &self,
+        text: &str,
+        ids: &mut Vec<u32>,
+        offsets: Option<&mut Vec<Offsets>>,
+    ) -> Result<(), Reject> {
         if let Some(direct) = self.direct.as_ref().filter(|d| d.takes(text)) {
-            let mut ids = Vec::with_capacity(text.len() / 3);
-            let mut offsets = Vec::with_capacity(text.len() / 3);
-            direct
-                .encode(&self.tokenizer, text, &mut ids, Some(&mut offsets))
-                .map_err(tokenizer_reject)?;
-            return Ok((ids, offsets));
+            return direct
+                .encode(&self.tokenizer, text, ids, offsets)
+                .map_err(tokenizer_reject);
         }
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(tokenizer_reject)?;
-        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+        match offsets {
+            Some(o) => {
+                let enc = self
+                    .tokenizer
+                    .encode(text, false)
+                    .map_err(tokenizer_reject)?;
+                ids.extend_from_slice(enc.get_ids());
+                o.extend_from_slice(enc.get_offsets());
+            }
+            None => ids.extend_from_slice(
+                self.tokenizer
+                    .encode_fast(text, false)
+                    .map_err(tokenizer_reject)?
+                    .get_ids(),
+            ),
+        }
+        Ok(())
     }
 
     /// Trains the tokens that overlap the span (as transformers' `char_to_token` does: from the
@@ -423,17 +440,7 @@ impl Encoder {
     pub fn encode_text(&self, text: &str) -> Result<Encoded, Reject> {
         let mut ids = Vec::with_capacity(text.len() / 3 + self.prefix.len() + self.suffix.len());
         ids.extend_from_slice(&self.prefix);
-        match self.direct.as_ref().filter(|d| d.takes(text)) {
-            Some(direct) => direct
-                .encode(&self.tokenizer, text, &mut ids, None)
-                .map_err(tokenizer_reject)?,
-            None => ids.extend_from_slice(
-                self.tokenizer
-                    .encode_fast(text, false)
-                    .map_err(tokenizer_reject)?
-                    .get_ids(),
-            ),
-        }
+        self.encode_into(text, &mut ids, None)?;
         if ids.len() == self.prefix.len() {
             return Err(Reject::new(
                 RejectCode::NothingToTrain,
