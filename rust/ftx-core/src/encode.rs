@@ -1,10 +1,8 @@
 //! Tokenize a rendered record and build its loss mask from the template's spans. The rules are in
 //! `docs/masking.md`.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use tokenizers::{
     DecoderWrapper, ModelWrapper, NormalizerWrapper, Offsets, PostProcessorWrapper, TokenizerImpl,
@@ -12,16 +10,19 @@ use tokenizers::{
 
 use crate::conversation::{Message, Role};
 use crate::reject::{Reject, RejectCode};
-use crate::template::{Rendered, Span, SpecialTokens, Tail};
+use crate::template::{Rendered, Span, Tail};
 use crate::{Error, Result};
 
 mod direct;
+mod model_files;
 mod pretokenize;
 #[cfg(test)]
 mod tests;
 
 use direct::Direct;
+use model_files::read_maybe_gz;
 
+pub use model_files::ModelFiles;
 pub use pretokenize::FtxPreTokenizer;
 
 /// The library's `Tokenizer` with ftx's pre-tokenizer, loaded from the same tokenizer.json.
@@ -50,20 +51,6 @@ pub struct Encoder {
     /// config's `add_bos_token`/`add_eos_token` were applied.
     prefix: Vec<u32>,
     suffix: Vec<u32>,
-}
-
-/// What a model folder says besides the tokenizer itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ModelFiles {
-    /// The chat template, from `chat_template.jinja`, else `chat_template.json`, else
-    /// `tokenizer_config.json` (transformers' order).
-    pub template: Option<String>,
-    pub specials: SpecialTokens,
-    /// sha256 of the (decompressed) tokenizer.json: the same tokenizer hashes the same whether
-    /// it is stored gzipped or not.
-    pub tokenizer_sha256: String,
-    pub add_bos_token: Option<bool>,
-    pub add_eos_token: Option<bool>,
 }
 
 /// Which tokens of a chat record are trained.
@@ -102,78 +89,6 @@ impl TrainOn {
 pub struct Encoded {
     pub ids: Vec<u32>,
     pub mask: Vec<u8>,
-}
-
-fn config_error(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::Config(format!("{}: {what}", path.display()))
-}
-
-/// Reads `path`, gunzipping it when it is gzipped (by content, not by name).
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = fs_err::read(path)?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    flate2::read::GzDecoder::new(&raw[..])
-        .read_to_end(&mut out)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(out)
-}
-
-fn read_json(path: &Path) -> Result<Option<Json>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let bytes = fs_err::read(path)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| config_error(path, e))
-}
-
-/// A token in a config: `"<s>"` or `{"content": "<s>", ...}` (a serialized `AddedToken`).
-fn token_string(v: Option<&Json>) -> Option<String> {
-    match v? {
-        Json::String(s) => Some(s.clone()),
-        Json::Object(o) => o.get("content")?.as_str().map(str::to_string),
-        _ => None,
-    }
-}
-
-/// `chat_template` as a string, or as a list of `{name, template}` of which transformers uses
-/// "default".
-fn template_value(v: &Json, path: &Path) -> Result<Option<String>> {
-    match v {
-        Json::Null => Ok(None),
-        Json::String(s) => Ok(Some(s.clone())),
-        Json::Array(items) => {
-            let named = |n: &str| {
-                items
-                    .iter()
-                    .find(|t| t.get("name").and_then(Json::as_str) == Some(n))
-            };
-            match named("default")
-                .and_then(|t| t.get("template"))
-                .and_then(Json::as_str)
-            {
-                Some(s) => Ok(Some(s.to_string())),
-                None => {
-                    let names: Vec<&str> = items
-                        .iter()
-                        .filter_map(|t| t.get("name")?.as_str())
-                        .collect();
-                    Err(config_error(
-                        path,
-                        format!("several chat templates {names:?} and none named \"default\""),
-                    ))
-                }
-            }
-        }
-        _ => Err(config_error(
-            path,
-            "chat_template is neither a string nor a list",
-        )),
-    }
 }
 
 impl Encoder {
@@ -240,59 +155,6 @@ impl Encoder {
             },
             sha,
         ))
-    }
-
-    /// Loads a model folder: `tokenizer.json` (or `.json.gz`), `tokenizer_config.json`,
-    /// `special_tokens_map.json`, `chat_template.json` and `chat_template.jinja`, each when present.
-    pub fn from_model_dir(dir: &Path) -> Result<(Self, ModelFiles)> {
-        let tok_path = ["tokenizer.json", "tokenizer.json.gz"]
-            .iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.exists())
-            .ok_or_else(|| config_error(dir, "no tokenizer.json or tokenizer.json.gz"))?;
-        let config_path = dir.join("tokenizer_config.json");
-        let config = read_json(&config_path)?.unwrap_or(Json::Null);
-        let map = read_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Json::Null);
-        let special =
-            |key: &str| token_string(config.get(key)).or_else(|| token_string(map.get(key)));
-        let specials = SpecialTokens {
-            bos: special("bos_token"),
-            eos: special("eos_token"),
-            pad: special("pad_token"),
-            unk: special("unk_token"),
-        };
-        let mut template = match config.get("chat_template") {
-            Some(v) => template_value(v, &config_path)?,
-            None => None,
-        };
-        let json_path = dir.join("chat_template.json");
-        if let Some(v) = read_json(&json_path)? {
-            if let Some(t) = v.get("chat_template") {
-                template = template_value(t, &json_path)?.or(template);
-            }
-        }
-        let jinja_path: PathBuf = dir.join("chat_template.jinja");
-        if jinja_path.exists() {
-            template = Some(fs_err::read_to_string(&jinja_path)?);
-        }
-        let add_bos_token = config.get("add_bos_token").and_then(Json::as_bool);
-        let add_eos_token = config.get("add_eos_token").and_then(Json::as_bool);
-        let bos = specials.bos.as_deref().zip(add_bos_token);
-        let eos = specials.eos.as_deref().zip(add_eos_token);
-        let (mut encoder, sha) = Self::load(&tok_path, bos, eos)?;
-        encoder.eos_id = specials
-            .eos
-            .as_deref()
-            .and_then(|t| encoder.tokenizer.token_to_id(t))
-            .filter(|&id| encoder.is_special(id));
-        let files = ModelFiles {
-            template,
-            specials,
-            tokenizer_sha256: sha,
-            add_bos_token,
-            add_eos_token,
-        };
-        Ok((encoder, files))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

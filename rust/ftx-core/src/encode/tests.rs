@@ -4,7 +4,8 @@
 use super::*;
 use crate::conversation::ToolCall;
 use crate::template::tests::{conversations, data_dir, specials};
-use crate::template::{builtin, ChatTemplate};
+use crate::template::{builtin, ChatTemplate, SpecialTokens};
+use serde_json::Value as Json;
 use std::path::PathBuf;
 
 /// The trained stretches of a record, decoded, e.g. `["Hello!<|eot_id|>"]`.

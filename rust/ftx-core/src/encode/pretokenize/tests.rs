@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::conversation::Record;
-use crate::encode::{read_maybe_gz, token_string, Direct, Tokenizer};
+use crate::encode::model_files::{read_maybe_gz, token_string};
+use crate::encode::{Direct, Tokenizer};
 use crate::formats::{normalize, FormatOptions};
 use crate::template::tests::data_dir;
 use crate::template::{ChatTemplate, SpecialTokens};
