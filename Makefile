@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: quickstart setup wheel install lint fmt test test-rust test-python bench ci clean
+.PHONY: quickstart setup wheel install lint fmt test test-rust test-python fuzz bench ci clean
 
 quickstart: install
 	$(BIN)/ftx quickstart --out runs/quickstart
@@ -55,6 +55,10 @@ test-python: install
 	cd tests && $(BIN)/python -m pytest -q .
 
 test: test-rust test-python
+
+# The property harness of tests/test_fuzz.py at a longer budget than CI's (about 10 minutes).
+fuzz: install
+	cd tests && FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(BIN)/python -m pytest -q test_fuzz.py test_prepare_safety.py -k "any_ or random_"
 
 bench: install
 	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[bench]"

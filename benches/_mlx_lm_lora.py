@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from ftx.tuner.blas import use_fast_blas
+from ftx.runtime.blas import use_fast_blas
 
 use_fast_blas()
 

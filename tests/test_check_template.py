@@ -20,7 +20,7 @@ def test_qwen3_template_masks_every_synthetic_conversation(shared: Path) -> None
     assert r.returncode == 0, r.stderr
     for name in CONVERSATIONS:
         assert f"{name}:" in r.stdout
-    assert "5 of 5 synthetic conversations can be masked" in r.stdout
+    assert "5 of 5 synthetic conversations rendered and masked" in r.stdout
     label, results = check_template(model=model)
     assert "qwen3" in label
     for res in results:
@@ -69,3 +69,21 @@ def test_prepare_still_needs_inputs_and_out(shared: Path) -> None:
     r = ftx_cli("prepare", "-m", str(shared / "tokenizers" / "qwen3"))
     assert r.returncode == 2
     assert "--check-template" in r.stderr
+
+
+def test_a_template_that_raises_on_everything_is_not_counted_as_masked(
+    shared: Path, tmp_path: Path
+) -> None:
+    template = tmp_path / "raises.jinja"
+    template.write_text("{{ raise_exception('this model takes no chat') }}")
+    r = ftx_cli(
+        "prepare",
+        "-m",
+        str(shared / "tokenizers" / "qwen3"),
+        "--chat-template",
+        str(template),
+        "--check-template",
+    )
+    assert r.returncode == 1, r.stdout
+    assert "0 of 5 synthetic conversations rendered and masked; 5 refused" in r.stdout
+    assert "the template rendered none of them" in r.stderr

@@ -98,10 +98,13 @@ def test_sigkill_mid_run_leaves_nothing_that_looks_complete(
     proc.wait()
     assert not out.exists()
     for leftover in tmp_path.glob(".out.*"):
-        assert leftover.name.endswith(".partial")
+        assert leftover.name.endswith((".partial", ".lock"))
         assert not (leftover / "manifest.json").exists()
     with pytest.raises(ftx.FtxFileNotFoundError):
         ftx.load_dataset(out)
+    # The next run of the same --out removes what the dead one left.
+    ftx.prepare(example_data, out=out, model=tiny_model)
+    assert not list(tmp_path.glob(".out.*"))
 
 
 def test_ctrl_c_stops_cleanly_and_removes_the_staging_folder(

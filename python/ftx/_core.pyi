@@ -6,8 +6,12 @@ from os import PathLike
 __all__ = [
     "__version__",
     "_debug_panic",
+    "bind_blas",
+    "blas_target",
     "builtin_templates",
     "expand_inputs",
+    "file_digest",
+    "format_names",
     "normalize",
     "num_threads",
     "prepare",
@@ -19,6 +23,20 @@ __version__: str
 
 def _debug_panic(message: str) -> None:
     """Raises a Rust panic inside the engine; it must reach Python as ``ftx.FtxError``."""
+
+def bind_blas(sgemm: int, dgemm: int, cgemm: int) -> None:
+    """Binds the plain ``cblas_sgemm``, ``cblas_dgemm`` and ``cblas_cgemm`` of this module to the
+    functions at these addresses (a loaded library's, with the CBLAS signatures). Binding again
+    to other addresses is refused: MLX may already call the first ones."""
+
+def blas_target() -> int:
+    """The address ``cblas_sgemm`` of this module forwards to, or 0 when it is not bound."""
+
+def file_digest(path: str | PathLike[str]) -> tuple[int, str]:
+    """The size of a file and its xxh3-64 digest (16 hex digits), as a manifest records them."""
+
+def format_names() -> list[str]:
+    """Every name ``--format`` accepts (the formats and their other spellings)."""
 
 def num_threads() -> int:
     """The number of worker threads ``prepare`` uses: ``FTX_NUM_THREADS``, else all cores."""

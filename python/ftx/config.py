@@ -53,7 +53,9 @@ class TrainConfig(BaseModel):
         "auto", description="Train against a dequantized copy of a quantized base (auto: on CPU)."
     )
     compute_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="dtype of the frozen float weights (auto: float32 on CPU, else kept)."
+        "auto",
+        description="dtype of the frozen float weights (auto: float32 on CPU, bfloat16 on CUDA, "
+        "kept on Metal).",
     )
 
     optimizer: OptimizerName = Field("adamw", description="adamw, adam, sgd or adafactor.")
@@ -208,12 +210,44 @@ def profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice (the later one would silently win) and aliases
+    (a config needs none, and nested aliases expand exponentially: the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed in an ftx config", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# A config is a screenful of keys; anything this large is not one.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """One YAML mapping; syntax errors name the file and line."""
+    """One YAML mapping; syntax errors, a key given twice and aliases name the file and line."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a config")
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it ({e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

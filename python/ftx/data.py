@@ -13,22 +13,81 @@ import numpy.typing as npt
 from ftx.errors import DataError, FtxFileNotFoundError
 
 Example = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]
+MANIFEST = "manifest.json"
+DTYPES = {"tokens": np.uint32, "mask": np.uint8, "offsets": np.uint64}
+
+
+def _checked_array(path: Path, dtype: type[np.generic], check: Any) -> Any:
+    """The memory-mapped 1-D array at ``path`` after its size and xxh3 digest matched what the
+    manifest recorded and its dtype is ``dtype``; a damaged file is a DataError, never read."""
+    from ftx import _core
+
+    if not path.is_file():
+        raise DataError(f"{path}: missing from the artifact; prepare it again")
+    if not isinstance(check, dict):
+        raise DataError(f"{path}: the manifest records no checksum for it; prepare it again")
+    size, digest = _core.file_digest(str(path))
+    if size != check.get("bytes") or digest != check.get("xxh3"):
+        raise DataError(
+            f"{path}: changed since ftx prepare wrote it ({size} bytes, xxh3 {digest}; the "
+            f"manifest says {check.get('bytes')} bytes, xxh3 {check.get('xxh3')}); prepare it again"
+        )
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e}); prepare it again") from e
+    if array.dtype != np.dtype(dtype).newbyteorder("<") or array.ndim != 1:
+        raise DataError(
+            f"{path}: a {array.ndim}-D {array.dtype} array, expected 1-D {np.dtype(dtype)}"
+        )
+    return array
 
 
 class PreparedDataset(Sequence[Example]):
     """One split of an artifact written by ``ftx prepare``. Nothing is read into memory until
     indexed, and indexing returns views (no copy)."""
 
-    def __init__(self, root: Path, split: str, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, root: Path, split: str, manifest: dict[str, Any], vocab_rows: int | None = None
+    ) -> None:
         self.root = root
         self.split = split
         self.manifest = manifest
-        files = manifest["splits"][split]["files"]
-        self.tokens: npt.NDArray[np.uint32] = np.load(root / files["tokens"], mmap_mode="r")
-        self.mask: npt.NDArray[np.uint8] = np.load(root / files["mask"], mmap_mode="r")
-        self.offsets: npt.NDArray[np.uint64] = np.load(root / files["offsets"], mmap_mode="r")
-        if len(self.offsets) == 0 or int(self.offsets[-1]) != len(self.tokens):
-            raise DataError(f"{root}: {split} arrays are inconsistent; prepare it again")
+        entry = manifest["splits"][split]
+        files, checks = entry.get("files", {}), entry.get("checks")
+        if not isinstance(checks, dict):
+            raise DataError(
+                f"{root / MANIFEST}: split {split!r} records no checksums (written by an older "
+                "ftx); prepare it again"
+            )
+        arrays = {}
+        for name, dtype in DTYPES.items():
+            path = root / str(files.get(name, f"{split}.{name}.npy"))
+            arrays[name] = _checked_array(path, dtype, checks.get(name))
+        self.tokens: npt.NDArray[np.uint32] = arrays["tokens"]
+        self.mask: npt.NDArray[np.uint8] = arrays["mask"]
+        self.offsets: npt.NDArray[np.uint64] = arrays["offsets"]
+        where = f"{root}: split {split!r}"
+        if len(self.mask) != len(self.tokens):
+            raise DataError(f"{where}: {len(self.mask)} mask values for {len(self.tokens)} tokens")
+        offsets = self.offsets
+        if len(offsets) == 0 or int(offsets[0]) != 0 or int(offsets[-1]) != len(self.tokens):
+            raise DataError(f"{where}: offsets must run from 0 to the token count; prepare again")
+        if len(offsets) > 1 and bool((offsets[1:] < offsets[:-1]).any()):
+            raise DataError(f"{where}: offsets go backwards; prepare it again")
+        if len(self.mask) and int(self.mask.max()) > 1:
+            raise DataError(f"{where}: mask values other than 0 and 1; prepare it again")
+        if vocab_rows is not None:
+            self.check_ids(vocab_rows)
+
+    def check_ids(self, vocab_rows: int) -> None:
+        """Refuses token ids the model has no embedding row for (MLX would read out of bounds)."""
+        if len(self.tokens) and (top := int(self.tokens.max())) >= vocab_rows:
+            raise DataError(
+                f"{self.root}: split {self.split!r} has token id {top}, but the model's "
+                f"embedding has {vocab_rows} rows (ids 0 to {vocab_rows - 1}): prepare the data "
+                "with this model's tokenizer"
+            )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -72,21 +131,34 @@ class PreparedDataset(Sequence[Example]):
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
-    path = root / "manifest.json"
+    path = root / MANIFEST
     if not path.is_file():
         raise FtxFileNotFoundError(
             f"{root}: no manifest.json; this is not a complete artifact of `ftx prepare`"
         )
-    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != "ftx-prepared":
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); prepare it again") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != "ftx-prepared":
         raise DataError(f"{path}: not an ftx prepared artifact")
     return manifest
 
 
-def load_dataset(root: str | Path, split: str = "train") -> PreparedDataset:
-    """Opens one split (``train``, ``valid`` or ``test``) of a prepared artifact."""
+def load_dataset(
+    root: str | Path, split: str = "train", vocab_rows: int | None = None
+) -> PreparedDataset:
+    """Opens one split (``train``, ``valid`` or ``test``) of a prepared artifact, checked: each
+    array's size and xxh3 digest against the manifest, dtypes, offsets and mask values, and
+    with ``vocab_rows`` (the model's embedding rows) every token id below it."""
     root = Path(root)
     manifest = read_manifest(root)
-    if split not in manifest["splits"]:
-        raise DataError(f"{root}: no split {split!r}; it has {sorted(manifest['splits'])}")
-    return PreparedDataset(root, split, manifest)
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not all(isinstance(v, dict) for v in splits.values()):
+        raise DataError(f"{root / MANIFEST}: its splits are not a mapping of split records")
+    if split not in splits:
+        raise DataError(f"{root}: no split {split!r}; it has {sorted(splits)}")
+    try:
+        return PreparedDataset(root, split, manifest, vocab_rows)
+    except (KeyError, TypeError, AttributeError) as e:  # a manifest edited out of shape
+        raise DataError(f"{root / MANIFEST}: split {split!r} is malformed ({e!r})") from e

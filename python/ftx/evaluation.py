@@ -287,7 +287,7 @@ def evaluate(
     inputs = _check(Path(model), None if adapter is None else Path(adapter), paths, split, limit)
     say = progress or (lambda _: None)
 
-    from ftx.tuner.blas import use_fast_blas
+    from ftx.runtime.blas import use_fast_blas
 
     use_fast_blas()
 
@@ -296,7 +296,10 @@ def evaluate(
 
     say(f"loading {inputs.model}")
     mlx_model, tokenizer, base = inference.load(inputs.model)
-    ds = None if inputs.prepared is None else load_dataset(inputs.prepared, split)
+    from ftx.tuner.inputs import model_embedding_rows
+
+    rows = model_embedding_rows(inputs.model)
+    ds = None if inputs.prepared is None else load_dataset(inputs.prepared, split, rows)
     budget = max_seq_length or (int(ds.lengths().max()) if ds is not None else 0)
     prompts = []
     for ex in inputs.heldout:

@@ -181,8 +181,8 @@ def fuse(
 ) -> FuseReport:
     """Merges the adapter of ``adapter`` (mlx-lm's format, as ``ftx train`` writes it) into the
     base ``model`` and writes ``out`` in ``options.format``; see the module docstring."""
+    from ftx.runtime.blas import use_fast_blas
     from ftx.staged_folder import check_free
-    from ftx.tuner.blas import use_fast_blas
 
     start = time.perf_counter()
     opts = options or FuseOptions()
@@ -190,7 +190,7 @@ def fuse(
     model, adapter, out = Path(model), Path(adapter), Path(out)
     if not model.is_dir():
         raise FtxFileNotFoundError(f"model = {model}: no such folder")
-    check_free(out, opts.force)
+    check_free(out, opts.force, (model, adapter))
     use_fast_blas()
 
     from ftx.export.merge import read_adapter_config

@@ -60,7 +60,7 @@ def convert(
     src, dst = Path(gguf), Path(out)
     if not src.is_file():
         raise FtxFileNotFoundError(f"{src}: no such GGUF file")
-    check_free(dst, force)
+    check_free(dst, force, (src,))
     arrays, meta = _load(src)
     vocab = GGUFVocab(meta)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ftx import _core
+from ftx.errors import ConfigError
 from ftx.tabular import is_tabular, to_json_lines
 
 TrainOn = Literal["assistant", "last", "all"]
@@ -110,6 +111,9 @@ def prepare(
     ``valid``/``test`` take a ratio (``0.1``) or a number of records (``500``). The artifact is
     published atomically; re-running with identical inputs and options is a cache hit.
     """
+    for name, value in (("seed", seed), ("max_length", max_length), ("threads", threads)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ConfigError(f"{name} = {value!r}: must be a whole number, 0 or more")
     patterns = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(p) for p in inputs]
     files = [Path(p) for p in _core.expand_inputs(patterns)]
     with tempfile.TemporaryDirectory(prefix="ftx-tables-") as work:

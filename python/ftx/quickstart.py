@@ -179,7 +179,7 @@ def quickstart(
 
     dm = timed(
         "model",
-        lambda: default_model(cache=cache),
+        lambda: default_model(cache=cache, say=say),
         lambda m: f"{'converted' if m.converted else 'cached'} {m.path}",
     )
     style = _style(dm.path)

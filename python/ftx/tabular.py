@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ftx.errors import ConfigError
+from ftx.errors import ConfigError, DataError
 
 TABULAR_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 _BATCH_ROWS = 50_000
@@ -38,7 +38,11 @@ def to_json_lines(path: Path, workdir: Path) -> tuple[Path, int]:
         line_offset = 0
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".jsonl", dir=workdir)
     out = Path(tmp)
-    with open(fd, "wb") as f:
-        for batch in lazy.collect_batches(chunk_size=_BATCH_ROWS):
-            batch.write_ndjson(f)
+    try:
+        with open(fd, "wb") as f:
+            for batch in lazy.collect_batches(chunk_size=_BATCH_ROWS):
+                batch.write_ndjson(f)
+    except pl.exceptions.PolarsError as e:  # a corrupt or truncated file, a ragged CSV
+        kind = "CSV" if line_offset else "Parquet"
+        raise DataError(f"{path}: not a readable {kind} file ({e})") from e
     return out, line_offset

@@ -104,7 +104,7 @@ def train(
     the resolved ``config.yaml`` and ``manifest.json``. ``dry_run`` loads no weights and only
     reports parameters and the memory estimate. ``callbacks`` receive every step's metrics.
     """
-    from ftx.tuner.blas import blas_threads, use_fast_blas
+    from ftx.runtime.blas import blas_threads, use_fast_blas
     from ftx.tuner.inputs import check_inputs
 
     cfg = _config(config)
@@ -114,10 +114,10 @@ def train(
     import mlx.core as mx
 
     from ftx.data import load_dataset
+    from ftx.runtime.streams import choose_streams, cores
     from ftx.tuner.batching import Plan
     from ftx.tuner.memory import estimate_memory
     from ftx.tuner.model import adapt, count_parameters, load_base, on_gpu
-    from ftx.tuner.streams import choose_streams, cores
 
     mx.random.seed(cfg.seed)
     mx.reset_peak_memory()
@@ -125,7 +125,11 @@ def train(
     adapter_meta = {"model": str(Path(cfg.model).resolve()), **adapt(model, cfg)}
     total, trainable = count_parameters(model)
     plan = Plan(
-        load_dataset(cfg.data, "train"), cfg.batch_size, cfg.max_seq_length, cfg.packing, cfg.seed
+        load_dataset(cfg.data, "train", inputs.embedding_rows),
+        cfg.batch_size,
+        cfg.max_seq_length,
+        cfg.packing,
+        cfg.seed,
     )
     streams = choose_streams(cfg.cpu_streams, cfg.batch_size, cores(), on_gpu(), blas)
     setup = TrainReport(
@@ -140,6 +144,9 @@ def train(
         memory=estimate_memory(model, cfg, plan, inputs.model_config),
         truncated_records=plan.truncated,
     )
+    for name in inputs.splits:  # the train split was checked as it loaded
+        if name != "train":
+            load_dataset(cfg.data, name, inputs.embedding_rows)
     if dry_run:
         return setup
     before = blas_threads(blas, streams.blas_threads)
@@ -179,6 +186,12 @@ def _resume_point(cfg: TrainConfig, provenance: str | None, resume: bool | None)
         if resume:
             why = f" ({'; '.join(skipped)})" if skipped else ""
             raise ConfigError(f"{run_dir}: --resume, but no valid checkpoint to resume from{why}")
+        if skipped:
+            # Starting over would train from step 0 and then prune what is there.
+            raise ConfigError(
+                f"{run_dir}: every checkpoint there is damaged ({'; '.join(skipped)}); nothing "
+                "was resumed or overwritten: move them away to start over, or use a new run folder"
+            )
         before = run_dir / "config.yaml"
         old = read_yaml(before) if before.is_file() else None
     else:

@@ -23,7 +23,7 @@ from convert_support import (
 
 from ftx.default_model import DefaultModel, default_model
 from ftx.errors import FtxFileNotFoundError
-from ftx.tuner.blas import use_fast_blas
+from ftx.runtime.blas import use_fast_blas
 
 use_fast_blas()
 

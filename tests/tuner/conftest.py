@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from tiny_models import build_model, write_artifact
 
-from ftx.tuner.blas import use_fast_blas
+from ftx.runtime.blas import use_fast_blas
 
 use_fast_blas()
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import seal
 
 from ftx.data import load_dataset
 from ftx.tuner.batching import Plan, make_batch, pack_rows, row_widths, trainable
@@ -132,7 +132,7 @@ def test_a_100k_record_artifact_is_ready_to_train_in_under_2_s(tmp_path: Path) -
         "tokenizer": {"sha256": ""},
         "splits": {"train": {**split, "files": files}},
     }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    seal(tmp_path, manifest)
 
     start = time.perf_counter()
     ds = load_dataset(tmp_path, "train")
@@ -163,7 +163,7 @@ def test_trainable_records_need_a_target_after_their_first_token(tmp_path: Path)
         "tokenizer": {"sha256": ""},
         "splits": {"train": {**split, "files": files}},
     }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    seal(tmp_path, manifest)
     assert trainable(load_dataset(tmp_path, "train")).tolist() == [False, False, True, False, True]
 
 

@@ -3,6 +3,7 @@ what is allowed, all found before anything heavy loads."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,22 @@ def test_yaml_syntax_errors_name_file_and_line(tmp_path: Path) -> None:
     f.write_text("rank: 4\nalpha: [1,\n")
     with pytest.raises(Exception, match=r"bad.yaml:\d+: not valid YAML"):
         load_config(f)
+
+
+def test_a_key_given_twice_and_aliases_are_refused_naming_the_line(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("rank: 4\nalpha: 8\nrank: 16\n")
+    with pytest.raises(
+        Exception, match=r"twice.yaml:3: not valid YAML \(key 'rank' is given twice"
+    ):
+        load_config(twice)
+    # the billion laughs: nine levels of aliases would expand to 10^9 items
+    lol = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lol += [f"{c}: &{c} [{', '.join(['*' + p] * 10)}]" for p, c in itertools.pairwise("abcdefghi")]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lol) + "\n")
+    with pytest.raises(Exception, match=r"bomb.yaml:2: not valid YAML \(aliases"):
+        load_config(bomb)
 
 
 def test_every_config_key_is_a_flag_of_the_same_name() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_models import seal
 
 from ftx import ConfigError, evaluate
 from ftx.data import load_dataset
@@ -153,8 +154,7 @@ def _with_shared_head(prepared: Path, out: Path, head: int) -> Path:
     np.save(out / files["tokens"], tokens)
     np.save(out / files["mask"], mask)
     manifest["splits"]["test"]["trained_tokens"] = int(mask.sum())
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
+    return seal(out, manifest)
 
 
 def test_a_shared_head_computed_once_gives_the_same_loss(

@@ -146,6 +146,14 @@ def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
     assert "checksum" in skipped[0]
     r = train({**keys, "iters": 4})
     assert r.resumed_from == 2
+    # every checkpoint damaged: refused, not a silent restart from step 0 that prunes them
+    for step in checkpoint.steps(run):
+        f = checkpoint.folder(run, step) / "optimizer.safetensors"
+        f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 0xFF]))
+    before = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(ConfigError, match="every checkpoint there is damaged"):
+        train({**keys, "iters": 5})
+    assert sorted(p.name for p in run.rglob("*")) == before
 
 
 def test_resume_flag_without_a_checkpoint_is_an_error(

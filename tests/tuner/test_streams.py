@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ftx.tuner.blas import Blas, blas_threads, use_fast_blas
+from ftx.runtime.blas import Blas, blas_threads, use_fast_blas
+from ftx.runtime.streams import choose_streams
 from ftx.tuner.metrics import read_metrics
-from ftx.tuner.streams import choose_streams
 
 Make = Callable[..., dict[str, Any]]
 
-OPENBLAS = Blas("openblas", "/usr/lib/libopenblas.so.0")
+OPENBLAS = Blas("openblas", "system", "/usr/lib/libopenblas.so.0")
 
 
 @pytest.mark.parametrize(
@@ -28,8 +28,8 @@ OPENBLAS = Blas("openblas", "/usr/lib/libopenblas.so.0")
         ("auto", 4, 8, False, OPENBLAS, 1, None),  # more cores than rows: threaded matmuls
         ("auto", 4, 1, False, OPENBLAS, 1, None),
         ("auto", 4, 2, True, OPENBLAS, 1, None),  # a GPU runs its own parallel kernels
-        ("auto", 4, 2, False, Blas("bundled"), 2, None),  # single-threaded already
-        ("auto", 4, 2, False, Blas("accelerate"), 1, None),  # threads not ftx's to set
+        ("auto", 4, 2, False, Blas("bundled", "mlx wheel"), 2, None),  # single-threaded already
+        ("auto", 4, 2, False, Blas("accelerate", "macOS"), 1, None),  # threads not ftx's to set
         (3, 1, 2, False, OPENBLAS, 3, 1),  # asked for: taken as given
         (1, 4, 2, False, OPENBLAS, 1, None),
         (2, 4, 2, True, OPENBLAS, 1, None),

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ftx import _core
 from ftx.cli._common import EXIT_FAILED, common_options, guarded, print_json
 from ftx.report import err_console, out_console
 
@@ -21,7 +22,7 @@ from ftx.report import err_console, out_console
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["messages", "sharegpt", "alpaca", "prompt_completion", "text", "bfcl"]),
+    type=click.Choice(_core.format_names()),
     help="Force one input format (default: detected per record).",
 )
 @click.option("--columns", help="Map other column names, e.g. instruction=question,output=answer.")
@@ -29,7 +30,7 @@ from ftx.report import err_console, out_console
 @click.option("--no-dedup", is_flag=True, help="Keep exact duplicates.")
 @click.option("--valid", default="0", show_default=True, help="Ratio (0.05) or count (500).")
 @click.option("--test", default="0", show_default=True, help="Ratio (0.05) or count (500).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=1), help="Token limit per record.")
 @click.option(
     "--length-policy",
@@ -169,9 +170,15 @@ def _check_template(
                 color = "red" if r.status == "failed" else "yellow"
                 out_console.rule(f"{r.name}: {r.status}", style=color)
                 out_console.print(r.reason, highlight=False, markup=False)
-        ok = len(results) - len(failed)
-        out_console.print(f"{ok} of {len(results)} synthetic conversations can be masked")
-    if failed:
-        names = ", ".join(r.name for r in failed)
+        # Only what really rendered and masked counts; the rest is named by what happened.
+        counts = {s: sum(r.status == s for r in results) for s in ("ok", "refused", "unsupported")}
+        others = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "ok" and n)
+        out_console.print(
+            f"{counts['ok']} of {len(results)} synthetic conversations rendered and masked"
+            + (f"; {others}" if others else "")
+            + (f"; {len(failed)} failed" if failed else "")
+        )
+    if failed or not any(r.status == "ok" for r in results):
+        names = ", ".join(r.name for r in failed) or "the template rendered none of them"
         err_console.print(f"[bold red]error[/]: cannot mask: {names}", highlight=False)
         sys.exit(EXIT_FAILED)

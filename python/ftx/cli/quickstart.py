@@ -110,7 +110,7 @@ def command(
     function-name and argument accuracy, test loss and perplexity. Sized for a few minutes on
     a 2-core CPU.
     """
-    from ftx.tuner.blas import use_fast_blas
+    from ftx.runtime.blas import use_fast_blas
 
     use_fast_blas()  # before anything imports MLX
 

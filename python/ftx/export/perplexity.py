@@ -36,7 +36,9 @@ class SplitLoss:
 def split_loss(model: nn.Module, data: Path, split: str, max_length: int) -> SplitLoss:
     """Mean cross-entropy over the trained tokens of ``split``; records longer than
     ``max_length`` are cut there. One record per forward: exact, no padding or packing."""
-    ds = load_dataset(data, split)
+    # mlx-lm models carry their config as ``args``; its vocab_size is the embedding's rows.
+    rows = getattr(getattr(model, "args", None), "vocab_size", None)
+    ds = load_dataset(data, split, rows if isinstance(rows, int) else None)
     total = 0.0
     count = 0
     for tokens, mask in ds:

@@ -24,6 +24,8 @@ RUN_MANIFEST = "manifest.json"
 RUN_FORMAT = "ftx-run"
 # Weight names inside a block: model.layers.3.self_attn.q_proj.weight -> (3, self_attn.q_proj).
 BLOCK_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.(?:weight|scales)$")
+# The input embedding's weight in the architectures mlx-lm loads.
+EMBEDDING = re.compile(r"(?:^|\.)(?:embed_tokens|wte|tok_embeddings|word_embeddings)\.weight$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Inputs:
     tokenizer_sha256: str
     manifest: dict[str, Any]
     splits: tuple[str, ...]
+    # rows of the input embedding: every token id must be below it
+    embedding_rows: int | None = None
 
 
 def tokenizer_sha256(path: Path) -> str:
@@ -52,11 +56,62 @@ def tokenizer_sha256(path: Path) -> str:
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor shapes from a safetensors header (8-byte length, then JSON); no tensor is read."""
-    with path.open("rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header: dict[str, Any] = json.loads(f.read(size))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    """Tensor shapes from a safetensors header (8-byte length, then JSON); no tensor is read.
+    A file that is not one, or shorter than its header says (a cut-off download), is a
+    DataError naming it, before MLX would fail on it."""
+    try:
+        total = path.stat().st_size
+        with path.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > total - 8:
+                raise ValueError(f"a header of {size} bytes in a file of {total}")
+            header: dict[str, Any] = json.loads(f.read(size))
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+        shapes = {k: [int(d) for d in v["shape"]] for k, v in tensors.items()}
+    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError) as e:
+        raise DataError(f"{path}: not a readable safetensors file ({e})") from e
+    if 8 + size + end != total:
+        raise DataError(
+            f"{path}: {total} bytes, but its header describes {8 + size + end}: the file is cut "
+            "off or damaged; download or write it again"
+        )
+    return shapes
+
+
+def embedding_rows(weights: list[Path], config: dict[str, Any]) -> int | None:
+    """Rows of the model's input embedding, from the safetensors headers (``vocab_size`` of
+    config.json where no embedding weight is found)."""
+    for f in weights:
+        for name, shape in safetensors_shapes(f).items():
+            if EMBEDDING.search(name) and shape:
+                return int(shape[0])
+    size = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
+    return int(size) if isinstance(size, int) else None
+
+
+def model_embedding_rows(folder: Path) -> int | None:
+    """``embedding_rows`` of a model folder."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    return embedding_rows(sorted(folder.glob("model*.safetensors")), config)
+
+
+def tokenizer_max_id(path: Path) -> int | None:
+    """The largest id ``tokenizer.json`` can produce (its vocabulary and added tokens)."""
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == GZIP_MAGIC
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
+            tok = json.load(f)
+        vocab = tok.get("model", {}).get("vocab", {})
+        ids = list(vocab.values()) if isinstance(vocab, dict) else [i for i, _ in enumerate(vocab)]
+        ids += [t.get("id", 0) for t in tok.get("added_tokens", [])]
+        return max((i for i in ids if isinstance(i, int)), default=None)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -77,6 +132,9 @@ def _model_issues(folder: Path) -> tuple[list[Issue], dict[str, Any], list[Path]
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         issues.append(Issue("model", str(folder), f"a folder with a readable config.json ({e})"))
+    if not isinstance(config, dict):
+        issues.append(Issue("model", str(folder), "a config.json that is a JSON object"))
+        config = {}
     if config and "model_type" not in config:
         issues.append(Issue("model", str(folder), "config.json must name its model_type"))
     weights = sorted(folder.glob("model*.safetensors"))
@@ -118,8 +176,14 @@ def check_inputs(config: TrainConfig) -> Inputs:
 
     modules: set[str] = set()
     layers: set[int] = set()
+    shapes: dict[Path, dict[str, list[int]]] = {}
     for f in weights:
-        for name, shape in safetensors_shapes(f).items():
+        try:
+            shapes[f] = safetensors_shapes(f)
+        except DataError as e:
+            issues.append(Issue("model", str(config.model), f"readable weights ({e})"))
+    for f in shapes:
+        for name, shape in shapes[f].items():
             if m := BLOCK_WEIGHT.search(name):
                 layers.add(int(m.group(1)))
                 if len(shape) == 2:  # linear layers (norms are 1-D)
@@ -133,6 +197,17 @@ def check_inputs(config: TrainConfig) -> Inputs:
             issues.append(
                 Issue("target_modules", target, f"a linear layer of the blocks: {sorted(modules)}")
             )
+    rows = embedding_rows(list(shapes), model_config) if shapes else None
+    top = tokenizer_max_id(Path(config.model) / "tokenizer.json")
+    if rows is not None and top is not None and top >= rows:
+        issues.append(
+            Issue(
+                "model",
+                str(config.model),
+                f"an embedding with a row for every token: it has {rows} rows, but its "
+                f"tokenizer.json has ids up to {top}",
+            )
+        )
     if config.quantize is not None and "quantization" in model_config:
         issues.append(Issue("quantize", config.quantize, "the base is already quantized"))
 
@@ -151,4 +226,5 @@ def check_inputs(config: TrainConfig) -> Inputs:
         tokenizer_sha256=sha,
         manifest=manifest,
         splits=splits,
+        embedding_rows=rows,
     )

@@ -20,6 +20,7 @@ from mlx_lm.utils import dequantize_model, load_model
 
 from ftx.config import TrainConfig
 from ftx.errors import ConfigError
+from ftx.runtime.device import auto_compute_dtype, auto_dequantize, device_kind
 
 QUANT_GROUP = 64
 ADAPTERS = "adapters.safetensors"
@@ -111,8 +112,10 @@ def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]
             ),
         )
     bits = _quantized_bits(model)
+    kind = device_kind()
     dequantize = bool(bits) and (
-        config.dequantize_base == "always" or (config.dequantize_base == "auto" and not on_gpu())
+        config.dequantize_base == "always"
+        or (config.dequantize_base == "auto" and auto_dequantize(kind))
     )
     if bits and config.method == "full" and not dequantize:
         raise ConfigError(
@@ -121,10 +124,9 @@ def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]
         )
     if dequantize:
         model = dequantize_model(model)
-    if config.compute_dtype != "auto":
-        _cast_floats(model, DTYPES[config.compute_dtype])
-    elif not on_gpu():
-        _cast_floats(model, mx.float32)
+    dtype = auto_compute_dtype(kind) if config.compute_dtype == "auto" else config.compute_dtype
+    if dtype is not None:
+        _cast_floats(model, DTYPES[dtype])
     if not lazy:
         mx.eval(model.parameters())
     return model, Base(str(hf.get("model_type")), bits, dequantize, _float_dtype(model))

@@ -12,7 +12,7 @@ is the schedule at that step, and the weights and optimizer state are restored f
 So a resumed run computes what the uninterrupted run computes, bit for bit.
 
 On CPU a micro-batch's rows are cut into shards computed at once on parallel MLX streams
-(``ftx.tuner.streams``); each stream accumulates its own gradients, summed once per step.
+(``ftx.runtime.streams``); each stream accumulates its own gradients, summed once per step.
 """
 
 from __future__ import annotations

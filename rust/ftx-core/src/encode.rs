@@ -51,6 +51,9 @@ pub struct Encoder {
     /// config's `add_bos_token`/`add_eos_token` were applied.
     prefix: Vec<u32>,
     suffix: Vec<u32>,
+    /// Bytes of the longest token (how much text one token can cover), or `usize::MAX` where a
+    /// normalizer may delete text, so no length in bytes bounds the count of tokens.
+    max_token_bytes: usize,
 }
 
 /// Which tokens of a chat record are trained.
@@ -144,8 +147,19 @@ impl Encoder {
                 list.retain(|t| *t != id);
             }
         }
+        let max_token_bytes = if normalizer_may_delete(&tokenizer) {
+            usize::MAX
+        } else {
+            tokenizer
+                .get_vocab(true)
+                .keys()
+                .map(String::len)
+                .max()
+                .unwrap_or(1)
+        };
         Ok((
             Encoder {
+                max_token_bytes,
                 direct: Direct::new(&tokenizer),
                 tokenizer,
                 special_ids,
@@ -159,6 +173,11 @@ impl Encoder {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// The most text bytes one token covers (`usize::MAX`: no bound).
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     fn is_special(&self, id: u32) -> bool {
@@ -289,7 +308,7 @@ impl Encoder {
                 mask[end..=j + usize::from(eos_next)].fill(1);
                 return;
             }
-            let blank = text.get(a..b).map_or(true, |s| s.trim().is_empty());
+            let blank = text.get(a..b).is_none_or(|s| s.trim().is_empty());
             if !blank && span.tail != Tail::ToolCall {
                 return;
             }
@@ -331,4 +350,30 @@ fn post_processor_tokens(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
         .find(|&k| with[k..].starts_with(without))
         .ok_or_else(|| Error::Tokenizer("the post-processor rewrites the text's tokens".into()))?;
     Ok((with[..at].to_vec(), with[at + without.len()..].to_vec()))
+}
+
+/// Whether the tokenizer's normalizer can delete text (strip, strip accents, BERT's cleaning, a
+/// replacement by nothing), which would let many bytes make few tokens.
+fn normalizer_may_delete(tokenizer: &Tokenizer) -> bool {
+    let Some(normalizer) = tokenizer.get_normalizer() else {
+        return false;
+    };
+    let Ok(json) = serde_json::to_value(normalizer) else {
+        return true;
+    };
+    fn deletes(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(o) => {
+                let kind = o.get("type").and_then(|t| t.as_str()).unwrap_or("");
+                matches!(
+                    kind,
+                    "Strip" | "StripAccents" | "BertNormalizer" | "Precompiled"
+                ) || (kind == "Replace" && o.get("content").and_then(|c| c.as_str()) == Some(""))
+                    || o.values().any(deletes)
+            }
+            serde_json::Value::Array(a) => a.iter().any(deletes),
+            _ => false,
+        }
+    }
+    deletes(&json)
 }

@@ -44,18 +44,24 @@ impl Format {
         }
     }
 
-    /// The `as_str` names, plus a few spellings users type for them.
+    /// The `as_str` names, plus a few spellings users type for them: the one list the CLI's
+    /// choices come from.
+    pub const NAMES: &'static [(&'static str, Format)] = &[
+        ("messages", Format::Messages),
+        ("openai", Format::Messages),
+        ("chatml", Format::Messages),
+        ("sharegpt", Format::Sharegpt),
+        ("conversations", Format::Sharegpt),
+        ("alpaca", Format::Alpaca),
+        ("prompt_completion", Format::PromptCompletion),
+        ("completion", Format::PromptCompletion),
+        ("text", Format::Text),
+        ("bfcl", Format::Bfcl),
+    ];
+
     pub fn parse(s: &str) -> Option<Format> {
         let s = s.trim().to_ascii_lowercase().replace('-', "_");
-        Some(match s.as_str() {
-            "messages" | "openai" | "chatml" => Format::Messages,
-            "sharegpt" | "conversations" => Format::Sharegpt,
-            "alpaca" => Format::Alpaca,
-            "prompt_completion" | "completion" => Format::PromptCompletion,
-            "text" => Format::Text,
-            "bfcl" => Format::Bfcl,
-            _ => return None,
-        })
+        Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, f)| *f)
     }
 }
 

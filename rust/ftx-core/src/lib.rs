@@ -12,6 +12,7 @@ pub mod formats;
 pub mod manifest;
 pub mod model;
 pub mod options;
+pub mod output;
 pub mod pipeline;
 pub mod preview;
 pub mod reader;

@@ -109,14 +109,27 @@ pub fn cached(out_dir: &Path, hash: &str) -> Result<Option<Value>> {
     if manifest["provenance"] != hash {
         return Ok(None);
     }
-    // Every array the manifest names must still be there with the size it had.
+    // Every array the manifest names must still be there, byte for byte as it was written: a
+    // truncated or edited file is rebuilt, never a cache hit.
     let splits = manifest["splits"].as_object().cloned().unwrap_or_default();
     for split in splits.values() {
         for name in ["tokens", "mask", "offsets"] {
-            let Some(file) = split["files"][name].as_str() else {
+            let (Some(file), Some(bytes), Some(xxh3)) = (
+                split["files"][name].as_str(),
+                split["checks"][name]["bytes"].as_u64(),
+                split["checks"][name]["xxh3"].as_str(),
+            ) else {
                 return Ok(None);
             };
-            if !out_dir.join(file).is_file() {
+            let path = out_dir.join(file);
+            let same_size = fs_err::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes);
+            if !same_size
+                || crate::store::digest(&path)
+                    .ok()
+                    .as_ref()
+                    .map(|d| d.1.as_str())
+                    != Some(xxh3)
+            {
                 return Ok(None);
             }
         }
@@ -161,16 +174,32 @@ mod tests {
     }
 
     #[test]
-    fn cache_needs_same_hash_and_all_files() {
+    fn cache_needs_same_hash_and_every_file_as_written() {
         let dir = tempfile::tempdir().unwrap();
+        let names = [("tokens", "t.npy"), ("mask", "m.npy"), ("offsets", "o.npy")];
+        let mut checks = serde_json::Map::new();
+        for (key, f) in names {
+            let path = dir.path().join(f);
+            fs_err::write(&path, b"xy").unwrap();
+            let (bytes, xxh3) = crate::store::digest(&path).unwrap();
+            checks.insert(key.into(), json!({"bytes": bytes, "xxh3": xxh3}));
+            fs_err::remove_file(&path).unwrap();
+        }
         let m = json!({"provenance": "h1", "splits": {"train": {"files": {
-            "tokens": "t.npy", "mask": "m.npy", "offsets": "o.npy"}}}});
+            "tokens": "t.npy", "mask": "m.npy", "offsets": "o.npy"}, "checks": checks}}});
         write(dir.path(), &m).unwrap();
         assert!(cached(dir.path(), "h1").unwrap().is_none(), "files missing");
-        for f in ["t.npy", "m.npy", "o.npy"] {
-            fs_err::write(dir.path().join(f), b"x").unwrap();
+        for (_, f) in names {
+            fs_err::write(dir.path().join(f), b"xy").unwrap();
         }
         assert!(cached(dir.path(), "h1").unwrap().is_some());
         assert!(cached(dir.path(), "h2").unwrap().is_none());
+        fs_err::write(dir.path().join("m.npy"), b"x").unwrap();
+        assert!(cached(dir.path(), "h1").unwrap().is_none(), "truncated");
+        fs_err::write(dir.path().join("m.npy"), b"xz").unwrap();
+        assert!(
+            cached(dir.path(), "h1").unwrap().is_none(),
+            "same size, other bytes"
+        );
     }
 }

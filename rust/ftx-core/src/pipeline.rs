@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::formats::{normalize, Format, FormatOptions};
 use crate::manifest;
 use crate::options::{num_threads, LengthPolicy, PrepareOptions};
-use crate::reader::{read_input, RawKind, RawRecord};
+use crate::reader::{read_input, RawKind, RawRecord, MAX_RECORD_BYTES};
 use crate::reject::{Reject, RejectCode};
 use crate::split::{unit, Split, SplitSize, Splitter};
 use crate::stats::SplitStats;
@@ -106,6 +106,10 @@ pub fn prepare(
             return Ok(cached);
         }
     }
+
+    let inputs: Vec<PathBuf> = opts.inputs.iter().map(|i| i.origin.clone()).collect();
+    // Held until the artifact is published: a second prepare of this --out fails at once.
+    let _claim = crate::output::claim(&opts.out_dir, &inputs, opts.force)?;
 
     let format_opts = FormatOptions {
         forced: opts.format,
@@ -301,6 +305,24 @@ fn located(
     }
 }
 
+/// Raw bytes beyond which a record cannot fit `--max-length` under the drop and error
+/// policies, so it is rejected before it is parsed, rendered or tokenized in full: a token is
+/// at most the tokenizer's longest token, and JSON escapes at most 6 bytes per byte.
+fn early_limit(engine: &Engine) -> Option<usize> {
+    let max_length = engine.opts.max_length?;
+    if engine.opts.length_policy == LengthPolicy::Truncate {
+        return None;
+    }
+    let per_token = engine.encoder.max_token_bytes().max(1);
+    // The template adds text of its own: a generous allowance for it.
+    Some(
+        max_length
+            .saturating_mul(per_token)
+            .saturating_mul(6)
+            .saturating_add(1 << 16),
+    )
+}
+
 /// Parses and normalizes one raw record (shared by the split pre-pass and the main pass).
 fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<Record, Reject> {
     let text = std::str::from_utf8(&raw.bytes).map_err(|e| {
@@ -309,6 +331,28 @@ fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<Record, Reject
             format!("invalid UTF-8 at byte {} of the record", e.valid_up_to()),
         )
     })?;
+    if let RawKind::Oversized { bytes } = raw.kind {
+        return Err(Reject::new(
+            RejectCode::TooLong,
+            format!(
+                "the record is {bytes} bytes; ftx reads records of up to {} MiB",
+                MAX_RECORD_BYTES >> 20
+            ),
+        ));
+    }
+    if let Some(limit) = early_limit(engine) {
+        if raw.bytes.len() > limit {
+            return Err(Reject::new(
+                RejectCode::TooLong,
+                format!(
+                    "the record is {} bytes, too many for --max-length {} tokens however it \
+                     tokenizes",
+                    raw.bytes.len(),
+                    engine.opts.max_length.unwrap_or(0)
+                ),
+            ));
+        }
+    }
     if raw.kind == RawKind::Text {
         return Ok(Record::Text {
             text: text.to_string(),
@@ -448,6 +492,7 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
 
 /// The writing end: one set of arrays per split, the rejects file, and the counters.
 struct Sink {
+    dir: PathBuf,
     writers: BTreeMap<Split, SplitWriter>,
     rejects: BufWriter<fs_err::File>,
     rejects_path: PathBuf,
@@ -483,6 +528,7 @@ impl Sink {
         let rejects_path = dir.join("rejects.jsonl");
         let rejects = BufWriter::new(fs_err::File::create(&rejects_path)?);
         Ok(Sink {
+            dir: dir.to_path_buf(),
             writers,
             rejects,
             rejects_path,
@@ -569,12 +615,20 @@ impl Sink {
             return None;
         }
         let dest = PathBuf::from(format!("{}.rejects.jsonl", out_dir.display()));
-        fs_err::copy(&self.rejects_path, &dest).ok()?;
+        // Copied beside it and renamed over: a link at `dest` is replaced, never written through.
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::NamedTempFile::new_in(parent).ok()?;
+        fs_err::copy(&self.rejects_path, tmp.path()).ok()?;
+        tmp.persist(&dest).ok()?;
         Some(dest)
     }
 
     fn finish(self, engine: &Engine, records_read: u64) -> Result<Value> {
         let Sink {
+            dir,
             writers,
             rejects,
             rejects_path,
@@ -592,6 +646,17 @@ impl Sink {
             w.tokens.finish()?;
             w.mask.finish()?;
             w.offsets.finish()?;
+            let files = json!({
+                "tokens": format!("{name}.tokens.npy"),
+                "mask": format!("{name}.mask.npy"),
+                "offsets": format!("{name}.offsets.npy"),
+            });
+            // What each file was when written: a later read refuses one that changed since.
+            let mut checks = serde_json::Map::new();
+            for (key, file) in files.as_object().into_iter().flatten() {
+                let (bytes, xxh3) = crate::store::digest(&dir.join(file.as_str().unwrap_or("")))?;
+                checks.insert(key.clone(), json!({"bytes": bytes, "xxh3": xxh3}));
+            }
             splits.insert(
                 name.to_string(),
                 json!({
@@ -600,11 +665,8 @@ impl Sink {
                     "trained_tokens": w.stats.trained_tokens,
                     "truncated": w.stats.truncated,
                     "lengths": w.stats.lengths(),
-                    "files": {
-                        "tokens": format!("{name}.tokens.npy"),
-                        "mask": format!("{name}.mask.npy"),
-                        "offsets": format!("{name}.offsets.npy"),
-                    },
+                    "files": files,
+                    "checks": checks,
                 }),
             );
         }

@@ -44,7 +44,17 @@ pub enum RawKind {
     JsonElement { unterminated: bool },
     /// Plain text for continued pretraining.
     Text,
+    /// A record of `bytes` bytes, more than [`MAX_RECORD_BYTES`]: only its start is kept, for
+    /// the reject's excerpt; the rest was skipped without being held in memory.
+    Oversized { bytes: u64 },
 }
+
+/// The largest record ftx reads (32 MiB, millions of tokens: beyond any training context). A
+/// larger one is rejected as `too_long` while it streams past, so that one huge line (or a
+/// small gzip that inflates to one) cannot exhaust memory.
+pub const MAX_RECORD_BYTES: usize = 32 << 20;
+/// What an oversized record keeps of its start, for the reject's excerpt.
+const EXCERPT_BYTES: usize = 4096;
 
 /// The bytes of one record and where they came from (1-based line, 0-based byte offset into the
 /// decompressed stream).
@@ -95,8 +105,28 @@ pub fn read_input(
 ) -> Result<()> {
     let mut reader = open(&input.path)?;
     let io_err = |e| Error::io(&input.path, e);
+    let head = reader.fill_buf().map_err(io_err)?;
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Err(Error::Data(format!(
+            "{}: UTF-16 text (it starts with a UTF-16 byte-order mark); ftx reads UTF-8: \
+             convert it, e.g. iconv -f UTF-16 -t UTF-8",
+            input.origin.display()
+        )));
+    }
+    // A UTF-8 byte-order mark is not part of the first record (as Python's utf-8-sig reads it);
+    // byte offsets still count it.
+    let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    };
+    reader.consume(bom);
     if is_text_file(&input.origin) {
-        return read_text(&mut reader, input, source, text_unit, emit).map_err(io_err);
+        return read_text(&mut reader, input, source, bom as u64, text_unit, emit).map_err(io_err);
+    }
+    // JSON Lines by name is JSON Lines whatever its first line holds (a line may be an array).
+    if is_json_lines_file(&input.origin) {
+        return read_json_lines(&mut reader, input, source, bom as u64, emit).map_err(io_err);
     }
     // A JSON array and JSON lines are told apart by the first non-space byte.
     let first = loop {
@@ -112,40 +142,97 @@ pub fn read_input(
     };
     match first {
         None => Ok(()),
-        Some(b'[') => read_json_array(&mut reader, input, source, emit).map_err(io_err),
-        Some(_) => read_json_lines(&mut reader, input, source, emit).map_err(io_err),
+        Some(b'[') => read_json_array(&mut reader, input, source, bom as u64, emit),
+        Some(_) => read_json_lines(&mut reader, input, source, bom as u64, emit).map_err(io_err),
     }
+}
+
+fn is_json_lines_file(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let name = name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst")
+        .trim_end_matches(".zstd");
+    name.ends_with(".jsonl") || name.ends_with(".ndjson")
 }
 
 fn read_json_lines(
     reader: &mut dyn BufRead,
     input: &Input,
     source: u32,
+    start: u64,
+    emit: &mut dyn FnMut(RawRecord) -> bool,
+) -> std::io::Result<()> {
+    read_lines(reader, input, source, start, false, emit)
+}
+
+/// Reads one line (with its newline) into `bytes`, keeping at most [`MAX_RECORD_BYTES`] of it;
+/// returns the bytes it consumed and whether the line was longer than that.
+fn read_line_bounded(
+    reader: &mut dyn BufRead,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<(u64, bool)> {
+    let (mut consumed, mut over) = (0u64, false);
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((consumed, over));
+        }
+        let (take, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = MAX_RECORD_BYTES.saturating_sub(bytes.len());
+        over |= take > room;
+        bytes.extend_from_slice(&buf[..take.min(room)]);
+        reader.consume(take);
+        consumed += take as u64;
+        if done {
+            return Ok((consumed, over));
+        }
+    }
+}
+
+/// One record per line: JSON lines, or text lines when `text`.
+fn read_lines(
+    reader: &mut dyn BufRead,
+    input: &Input,
+    source: u32,
+    start: u64,
+    text: bool,
     emit: &mut dyn FnMut(RawRecord) -> bool,
 ) -> std::io::Result<()> {
     let mut line_no = input.line_offset;
-    let mut offset = 0u64;
+    let mut offset = start;
     loop {
         let mut bytes = Vec::new();
-        let n = reader.read_until(b'\n', &mut bytes)?;
+        let (n, over) = read_line_bounded(reader, &mut bytes)?;
         if n == 0 {
             return Ok(());
         }
         line_no += 1;
-        let start = offset;
-        offset += n as u64;
+        let begin = offset;
+        offset += n;
         let unterminated = bytes.last() != Some(&b'\n');
         while matches!(bytes.last(), Some(b'\n' | b'\r')) {
             bytes.pop();
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if !over && bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        let kind = if over {
+            bytes.truncate(EXCERPT_BYTES);
+            RawKind::Oversized { bytes: n }
+        } else if text {
+            RawKind::Text
+        } else {
+            RawKind::JsonLine { unterminated }
+        };
         let raw = RawRecord {
             source,
             line: line_no,
-            offset: start,
-            kind: RawKind::JsonLine { unterminated },
+            offset: begin,
+            kind,
             bytes,
         };
         if !emit(raw) {
@@ -155,24 +242,28 @@ fn read_json_lines(
 }
 
 /// Splits a top-level JSON array into its elements without parsing them, tracking strings and
-/// nesting, so that one bad element is one reject and memory stays at one element.
+/// nesting, so that one bad element is one reject and memory stays at one element. Anything
+/// but whitespace after the array's end is an error: those records would otherwise be lost.
 fn read_json_array(
     reader: &mut dyn BufRead,
     input: &Input,
     source: u32,
+    start: u64,
     emit: &mut dyn FnMut(RawRecord) -> bool,
-) -> std::io::Result<()> {
+) -> Result<()> {
     let mut line = input.line_offset + 1;
-    let mut offset = 0u64;
+    let mut offset = start;
+    let mut closed = false;
     let mut depth = 0usize; // nesting inside the current element
     let mut in_string = false;
     let mut escaped = false;
     let mut seen_open = false;
     let mut element: Vec<u8> = Vec::new();
+    let mut elem_bytes = 0u64; // what `element` holds of it, or more when it is oversized
     let mut elem_line = line;
     let mut elem_offset = 0u64;
     loop {
-        let buf = reader.fill_buf()?;
+        let buf = reader.fill_buf().map_err(|e| Error::io(&input.path, e))?;
         if buf.is_empty() {
             break;
         }
@@ -180,6 +271,20 @@ fn read_json_array(
         for &b in buf {
             let pos = offset;
             offset += 1;
+            if closed {
+                if b.is_ascii_whitespace() {
+                    if b == b'\n' {
+                        line += 1;
+                    }
+                    continue;
+                }
+                return Err(Error::Data(format!(
+                    "{}:{line}: data after the end of the top-level JSON array (byte {pos}); a \
+                     .json file holds one array or one value per line: name a JSON Lines file \
+                     .jsonl",
+                    input.origin.display()
+                )));
+            }
             if b == b'\n' {
                 line += 1;
             }
@@ -190,7 +295,7 @@ fn read_json_array(
                 continue;
             }
             if in_string {
-                element.push(b);
+                keep(&mut element, &mut elem_bytes, b);
                 if escaped {
                     escaped = false;
                 } else if b == b'\\' {
@@ -207,23 +312,23 @@ fn read_json_array(
                             source,
                             line: elem_line,
                             offset: elem_offset,
-                            kind: RawKind::JsonElement {
-                                unterminated: false,
-                            },
-                            bytes: trim(std::mem::take(&mut element)),
+                            kind: element_kind(elem_bytes, false),
+                            bytes: excerpt(trim(std::mem::take(&mut element)), elem_bytes),
                         };
                         if !emit(raw) {
                             return Ok(());
                         }
                     }
                     element.clear();
+                    elem_bytes = 0;
                     if b == b']' {
-                        return Ok(());
+                        closed = true;
                     }
                 }
                 _ => {
                     if element.iter().all(u8::is_ascii_whitespace) && !b.is_ascii_whitespace() {
                         element.clear();
+                        elem_bytes = 0;
                         elem_line = line;
                         elem_offset = pos;
                     }
@@ -233,7 +338,7 @@ fn read_json_array(
                         b'}' | b']' => depth = depth.saturating_sub(1),
                         _ => {}
                     }
-                    element.push(b);
+                    keep(&mut element, &mut elem_bytes, b);
                 }
             }
         }
@@ -245,11 +350,34 @@ fn read_json_array(
             source,
             line: elem_line,
             offset: elem_offset,
-            kind: RawKind::JsonElement { unterminated: true },
-            bytes: trim(element),
+            kind: element_kind(elem_bytes, true),
+            bytes: excerpt(trim(element), elem_bytes),
         });
     }
     Ok(())
+}
+
+/// Appends one byte of an array element, holding at most [`MAX_RECORD_BYTES`] of it.
+fn keep(element: &mut Vec<u8>, total: &mut u64, b: u8) {
+    *total += 1;
+    if element.len() < MAX_RECORD_BYTES {
+        element.push(b);
+    }
+}
+
+fn element_kind(total: u64, unterminated: bool) -> RawKind {
+    if total > MAX_RECORD_BYTES as u64 {
+        RawKind::Oversized { bytes: total }
+    } else {
+        RawKind::JsonElement { unterminated }
+    }
+}
+
+fn excerpt(mut bytes: Vec<u8>, total: u64) -> Vec<u8> {
+    if total > MAX_RECORD_BYTES as u64 {
+        bytes.truncate(EXCERPT_BYTES);
+    }
+    bytes
 }
 
 fn trim(mut v: Vec<u8>) -> Vec<u8> {
@@ -263,51 +391,36 @@ fn read_text(
     reader: &mut dyn BufRead,
     input: &Input,
     source: u32,
+    start: u64,
     unit: TextUnit,
     emit: &mut dyn FnMut(RawRecord) -> bool,
 ) -> std::io::Result<()> {
-    if unit == TextUnit::File {
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes)?;
-        if !bytes.iter().all(u8::is_ascii_whitespace) {
-            emit(RawRecord {
-                source,
-                line: input.line_offset + 1,
-                offset: 0,
-                kind: RawKind::Text,
-                bytes,
-            });
+    if unit == TextUnit::Line {
+        return read_lines(reader, input, source, start, true, emit);
+    }
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    let kind = if bytes.len() > MAX_RECORD_BYTES {
+        let rest = std::io::copy(reader, &mut std::io::sink())?;
+        bytes.truncate(EXCERPT_BYTES);
+        RawKind::Oversized {
+            bytes: MAX_RECORD_BYTES as u64 + 1 + rest,
         }
+    } else if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
-    }
-    let mut line_no = input.line_offset;
-    let mut offset = 0u64;
-    loop {
-        let mut bytes = Vec::new();
-        let n = reader.read_until(b'\n', &mut bytes)?;
-        if n == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        let start = offset;
-        offset += n as u64;
-        while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-            bytes.pop();
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let raw = RawRecord {
-            source,
-            line: line_no,
-            offset: start,
-            kind: RawKind::Text,
-            bytes,
-        };
-        if !emit(raw) {
-            return Ok(());
-        }
-    }
+    } else {
+        RawKind::Text
+    };
+    emit(RawRecord {
+        source,
+        line: input.line_offset + 1,
+        offset: start,
+        kind,
+        bytes,
+    });
+    Ok(())
 }
 
 /// Expands globs and checks that every named input exists, in the order given (the order is part
@@ -359,6 +472,65 @@ mod tests {
         let p = dir.path().join(name);
         fs_err::write(&p, bytes).unwrap();
         p
+    }
+
+    #[test]
+    fn an_oversized_record_streams_past_and_the_next_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = MAX_RECORD_BYTES + 10;
+        let mut line = vec![b'x'; huge];
+        line.push(b'\n');
+        // a gzip of it inflates ~1000x: still bounded
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&line).unwrap();
+        gz.write_all(b"{\"a\":1}\n").unwrap();
+        let p = write(&dir, "big.jsonl.gz", &gz.finish().unwrap());
+        let recs = collect(&p, TextUnit::Line);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            recs[0].kind,
+            RawKind::Oversized {
+                bytes: huge as u64 + 1
+            }
+        );
+        assert_eq!(recs[0].bytes.len(), EXCERPT_BYTES);
+        assert_eq!(
+            (recs[1].line, recs[1].bytes.as_slice()),
+            (2, &b"{\"a\":1}"[..])
+        );
+
+        let mut array = b"[\"".to_vec();
+        array.extend(std::iter::repeat_n(b'y', huge));
+        array.extend_from_slice(b"\", {\"b\": 2}]");
+        let p = write(&dir, "big.json", &array);
+        let recs = collect(&p, TextUnit::Line);
+        assert_eq!(
+            recs[0].kind,
+            RawKind::Oversized {
+                bytes: huge as u64 + 2
+            }
+        );
+        assert_eq!(recs[1].bytes, b"{\"b\": 2}");
+    }
+
+    #[test]
+    fn byte_order_marks_and_json_lines_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "bom.jsonl", b"\xEF\xBB\xBF{\"a\":1}\n{\"b\":2}\n");
+        let recs = collect(&p, TextUnit::Line);
+        assert_eq!(recs[0].bytes, b"{\"a\":1}");
+        assert_eq!((recs[0].offset, recs[1].offset), (3, 11));
+        let p = write(&dir, "arr.jsonl", b"[1, 2]\n{\"b\":2}\n");
+        assert_eq!(collect(&p, TextUnit::Line).len(), 2);
+        let p = write(&dir, "arr.json", b"[1, 2]\n{\"b\":2}\n");
+        let err = read_input(&Input::plain(&p), 0, TextUnit::Line, &mut |_| true).unwrap_err();
+        assert!(
+            err.to_string().contains("arr.json:2: data after the end"),
+            "{err}"
+        );
+        let p = write(&dir, "wide.jsonl", b"\xFF\xFE{\0}\0");
+        let err = read_input(&Input::plain(&p), 0, TextUnit::Line, &mut |_| true).unwrap_err();
+        assert!(err.to_string().contains("UTF-16"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum RejectCode {
     TooLong,
     /// The tokenizer failed on the rendered text.
     TokenizerError,
+    /// The chat template ran past its work budget on this record (a loop that does not end).
+    TemplateBudget,
 }
 
 impl RejectCode {
@@ -54,6 +56,7 @@ impl RejectCode {
             RejectCode::MaskNotFound => "mask_not_found",
             RejectCode::TooLong => "too_long",
             RejectCode::TokenizerError => "tokenizer_error",
+            RejectCode::TemplateBudget => "template_budget",
         }
     }
 }

@@ -143,21 +143,27 @@ impl StagingDir {
         self.tmp.as_ref().map(|t| t.path()).unwrap_or(&self.target)
     }
 
-    /// Moves the finished folder to its final path, replacing an older artifact there.
+    /// Moves the finished folder to its final path, replacing what is there (which
+    /// [`crate::output::claim`] said may be replaced): one atomic exchange of the two paths
+    /// where the platform has it, so a reader sees the old artifact or the new one, never none.
     pub fn publish(mut self) -> Result<()> {
         let Some(tmp) = self.tmp.take() else {
             return Ok(());
         };
         let staged = tmp.keep();
         sync_dir(&staged)?;
-        if self.target.exists() {
-            // Move the old artifact aside first: rename cannot replace a non-empty folder.
-            let old = staged.with_extension("old");
-            fs_err::rename(&self.target, &old)?;
-            fs_err::rename(&staged, &self.target)?;
-            fs_err::remove_dir_all(&old)?;
-        } else {
-            fs_err::rename(&staged, &self.target)?;
+        match std::fs::symlink_metadata(&self.target) {
+            Err(_) => fs_err::rename(&staged, &self.target)?,
+            Ok(old) => {
+                swap(&staged, &self.target)?;
+                // The old content now sits under the staging name; if removing it fails, the
+                // next run's claim removes it.
+                let _ = if old.is_dir() {
+                    std::fs::remove_dir_all(&staged)
+                } else {
+                    std::fs::remove_file(&staged)
+                };
+            }
         }
         if let Some(parent) = self.target.parent() {
             if !parent.as_os_str().is_empty() {
@@ -168,6 +174,27 @@ impl StagingDir {
     }
 }
 
+/// Exchanges the entries at `staged` and `target`.
+fn swap(staged: &Path, target: &Path) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        if renameat_with(CWD, staged, CWD, target, RenameFlags::EXCHANGE).is_ok() {
+            return Ok(());
+        }
+    }
+    // No exchange here (another OS, or a filesystem without it): the old entry is moved aside
+    // first, since rename cannot replace a non-empty folder.
+    let aside = staged.with_extension("old");
+    fs_err::rename(target, &aside)?;
+    if let Err(e) = fs_err::rename(staged, target) {
+        let _ = std::fs::rename(&aside, target);
+        return Err(e.into());
+    }
+    fs_err::rename(&aside, staged)?;
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     // Directories can be fsynced on Unix; elsewhere this is best effort.
     #[cfg(unix)]
@@ -175,6 +202,25 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .sync_all()
         .map_err(|e| Error::io(dir, e))?;
     Ok(())
+}
+
+/// The size of a file and its xxh3-64 digest (16 hex digits), read in one pass: what the
+/// manifest records of each array, and what every reader checks against.
+pub fn digest(path: &Path) -> Result<(u64, String)> {
+    use std::io::Read;
+    let mut file = fs_err::File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, format!("{:016x}", hasher.digest())))
 }
 
 /// Writes a small file completely and syncs it.

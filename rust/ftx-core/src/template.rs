@@ -123,6 +123,9 @@ impl ChatTemplate {
     pub fn new(name: &str, source: &str, specials: SpecialTokens) -> Result<Self> {
         let mut env = Environment::new();
         pyjinja::install(&mut env);
+        // Every render stops after this many template instructions, so no template can loop
+        // forever or past Ctrl-C; real chat templates use thousands per conversation.
+        env.set_fuel(Some(FUEL));
         // jinja2 turns every line break of the template into "\n" (and Python reads files with
         // universal newlines), so a template saved with CRLF renders LF.
         let normalized = source.replace("\r\n", "\n").replace('\r', "\n");
@@ -302,7 +305,16 @@ pub(crate) fn message_json(m: &Message, marked: Option<usize>) -> Json {
     Json::Object(o)
 }
 
+/// Template instructions one render may run: about a second of work at most.
+pub const FUEL: u64 = 20_000_000;
+
 fn render_error(e: minijinja::Error) -> Reject {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return Reject::new(
+            RejectCode::TemplateBudget,
+            format!("the chat template ran more than {FUEL} instructions on this record"),
+        );
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
         if let Some(raised) = err.downcast_ref::<pyjinja::Raised>() {

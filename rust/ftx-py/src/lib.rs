@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod blas;
 mod errors;
 mod prepare;
 mod preview;
@@ -23,11 +24,30 @@ fn num_threads() -> usize {
     ftx_core::options::num_threads(None)
 }
 
+/// Every name ``--format`` accepts (the formats and their other spellings).
+#[pyfunction]
+fn format_names() -> Vec<&'static str> {
+    ftx_core::formats::Format::NAMES
+        .iter()
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+/// The size of a file and its xxh3-64 digest (16 hex digits), as a manifest records them.
+#[pyfunction]
+fn file_digest(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(u64, String)> {
+    errors::run(py, move || ftx_core::store::digest(&path))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", ftx_core::version())?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(file_digest, m)?)?;
+    m.add_function(wrap_pyfunction!(format_names, m)?)?;
+    m.add_function(wrap_pyfunction!(blas::bind_blas, m)?)?;
+    m.add_function(wrap_pyfunction!(blas::blas_target, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::expand_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::prepare, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::builtin_templates, m)?)?;

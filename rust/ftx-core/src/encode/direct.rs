@@ -75,7 +75,7 @@ impl Direct {
         if bpe.dropout.is_some_and(|p| p > 0.0) {
             return None;
         }
-        if !tokenizer.get_post_processor().map_or(true, keeps_offsets) {
+        if !tokenizer.get_post_processor().is_none_or(keeps_offsets) {
             return None;
         }
         if tokenizer.get_encode_special_tokens() {
@@ -193,7 +193,7 @@ impl Direct {
             let (lo, hi) = (a + start, a + start + c.len_utf8());
             for &byte in &out.text.as_bytes()[lo..hi] {
                 let width = self.chars[usize::from(byte)].len_utf8();
-                out.back.extend(std::iter::repeat((lo, hi)).take(width));
+                out.back.extend(std::iter::repeat_n((lo, hi), width));
             }
         }
         for t in tokens {

@@ -631,3 +631,22 @@ fn generation_tags_and_crlf_templates() {
         "{% if true %}x{%- endif -%}"
     );
 }
+
+#[test]
+fn a_template_that_never_ends_is_rejected_within_its_budget() {
+    // 10^12 iterations unless the fuel stops it (minijinja caps one range at 10,000).
+    let source = "{% for i in range(9999) %}{% for j in range(9999) %}{% for k in range(9999) %}\
+                  {{ '' }}{% endfor %}{% endfor %}{% endfor %}\
+                  {% for m in messages %}{{ m.content }}{% endfor %}";
+    let t = ChatTemplate::new("endless", source, specials()).unwrap();
+    let started = std::time::Instant::now();
+    let err = t
+        .render_plain(&[msg(Role::User, "hi")], &[], false)
+        .unwrap_err();
+    assert_eq!(err.code, RejectCode::TemplateBudget, "{}", err.message);
+    assert!(
+        started.elapsed().as_secs_f64() < 10.0,
+        "{:?}",
+        started.elapsed()
+    );
+}

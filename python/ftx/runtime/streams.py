@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ftx.tuner.blas import Blas
+from ftx.runtime.blas import Blas
 
 # BLAS libraries whose threads ftx can set to one (the bundled one has a single thread).
 CONTROLLED = ("openblas", "bundled")
