@@ -89,3 +89,23 @@ def test_ftx_num_threads_sets_the_pool_size() -> None:
     env["FTX_NUM_THREADS"] = "1"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "1"
+
+
+MLX_MODULES = sorted(
+    ".".join(p.relative_to(ROOT / "python").with_suffix("").parts)
+    for p in (ROOT / "python" / "ftx").rglob("*.py")
+    if any(line.startswith(("import mlx", "from mlx")) for line in p.read_text().splitlines())
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ftx binds a BLAS on Linux only")
+@pytest.mark.parametrize("module", MLX_MODULES)
+def test_every_module_that_imports_mlx_binds_the_fast_blas_first(module: str) -> None:
+    pytest.importorskip("mlx")
+    env = {k: v for k, v in os.environ.items() if k != "FTX_BLAS"} | {"LD_DEBUG": "bindings"}
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [ln for ln in done.stderr.splitlines() if "libmlx.so" in ln and "`cblas_sgemm'" in ln]
+    assert len(lines) == 1 and "_core" in lines[0].split(" to ")[1], lines

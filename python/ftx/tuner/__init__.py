@@ -1,5 +1,10 @@
 """LoRA, DoRA and full fine-tuning on MLX.
 
-Importing this package imports nothing heavy: the modules that need MLX (model, forward, optim,
-trainer, memory) import it themselves, and ``blas`` must run before any of them.
+Every module of this package imports MLX, so the package binds the BLAS first: importing any of
+them, in any order, computes with the fast one (``ftx.runtime.blas``). ``tuner.inputs`` and
+``tuner.metrics`` need no MLX; importing them still chooses the BLAS, which loads no MLX.
 """
+
+from ftx.runtime.blas import use_fast_blas
+
+use_fast_blas()

@@ -34,6 +34,11 @@ pub struct ToolCall {
     /// Arguments as a JSON object (templates differ on whether they `tojson` them; an object is
     /// what Hugging Face templates expect).
     pub arguments: Value,
+    /// The arguments as the record wrote them, when that was a JSON string (OpenAI's shape): a
+    /// template that cannot render the object is given this text instead, as transformers
+    /// would give it. Not part of the record's identity (dedup, split).
+    #[serde(skip)]
+    pub arguments_text: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -641,7 +641,12 @@ fn tool_call(mut call: Map<String, Value>, id: Option<String>, what: &str) -> Re
         Some(other) => return Err(wrong_type(format!("{what}.name"), "string", &other)),
         None => return Err(missing(format!("{what}.name"))),
     };
-    let arguments = match take(&mut call, ["arguments", "parameters"]) {
+    let given = take(&mut call, ["arguments", "parameters"]);
+    let arguments_text = match &given {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let arguments = match given {
         Some(Value::Object(a)) => Value::Object(a),
         // OpenAI sends arguments as a JSON string; templates want the object.
         Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
@@ -661,6 +666,7 @@ fn tool_call(mut call: Map<String, Value>, id: Option<String>, what: &str) -> Re
         id,
         name,
         arguments,
+        arguments_text,
     })
 }
 

@@ -183,7 +183,7 @@ impl ChatTemplate {
                 "the record contains characters U+100000..U+10FFFF, which ftx reserves for masking",
             ));
         }
-        let out = self.render_raw(messages, tools, add_generation_prompt, true)?;
+        let out = self.render_either(messages, tools, add_generation_prompt, true)?;
         let (text, events) = spans::strip_sentinels(&out, messages.len());
         let spans = spans::spans(&text, &events, messages, &self.learned);
         Ok(Rendered { text, spans })
@@ -197,7 +197,31 @@ impl ChatTemplate {
         tools: &[Json],
         add_generation_prompt: bool,
     ) -> Result<String, Reject> {
-        self.render_raw(messages, tools, add_generation_prompt, false)
+        self.render_either(messages, tools, add_generation_prompt, false)
+    }
+
+    /// Renders with tool-call arguments as objects, what Hugging Face templates expect; a
+    /// template that fails on them (one that joins the arguments as a string) gets them as the
+    /// JSON text the record had, where it had one.
+    fn render_either(
+        &self,
+        messages: &[Message],
+        tools: &[Json],
+        add_generation_prompt: bool,
+        marked: bool,
+    ) -> Result<String, Reject> {
+        let first = self.render_raw(messages, tools, add_generation_prompt, marked, false);
+        let has_text = || {
+            messages
+                .iter()
+                .any(|m| m.tool_calls.iter().any(|c| c.arguments_text.is_some()))
+        };
+        match first {
+            Err(e) if e.code == RejectCode::TemplateError && has_text() => self
+                .render_raw(messages, tools, add_generation_prompt, marked, true)
+                .map_err(|_| e),
+            other => other,
+        }
     }
 
     fn render_raw(
@@ -206,11 +230,12 @@ impl ChatTemplate {
         tools: &[Json],
         add_generation_prompt: bool,
         marked: bool,
+        text_arguments: bool,
     ) -> Result<String, Reject> {
         let msgs: Vec<Json> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| message_json(m, marked.then_some(i)))
+            .map(|(i, m)| message_json(m, marked.then_some(i), text_arguments))
             .collect();
         let mut ctx = Map::new();
         ctx.insert("messages".into(), Json::Array(msgs));
@@ -258,8 +283,9 @@ fn message_has_reserved(m: &Message) -> bool {
 }
 
 /// The OpenAI message shape HF templates expect. With `marked`, strings are wrapped in the
-/// sentinels of message `i`.
-pub(crate) fn message_json(m: &Message, marked: Option<usize>) -> Json {
+/// sentinels of message `i`; with `text_arguments`, tool-call arguments the record wrote as a
+/// JSON string are that string.
+pub(crate) fn message_json(m: &Message, marked: Option<usize>, text_arguments: bool) -> Json {
     let mark = |s: &str, kind| match marked {
         Some(i) => wrap(s, i, kind),
         None => s.to_string(),
@@ -282,9 +308,13 @@ pub(crate) fn message_json(m: &Message, marked: Option<usize>) -> Json {
         let calls = m.tool_calls.iter().zip(0..).map(|(c, k)| {
             let mut call = Map::new();
             call.insert("type".into(), json!("function"));
+            let arguments = match (&c.arguments_text, text_arguments) {
+                (Some(text), true) => Json::String(text.clone()),
+                _ => c.arguments.clone(),
+            };
             call.insert(
                 "function".into(),
-                json!({"name": mark(&c.name, Kind::ToolName(k)), "arguments": c.arguments}),
+                json!({"name": mark(&c.name, Kind::ToolName(k)), "arguments": arguments}),
             );
             if let Some(id) = &c.id {
                 call.insert("id".into(), Json::String(id.clone()));

@@ -101,7 +101,7 @@ fn dump_encodings() {
         for (name, msgs, tools) in convs {
             let plain: Vec<serde_json::Value> = msgs
                 .iter()
-                .map(|m| crate::template::message_json(m, None))
+                .map(|m| crate::template::message_json(m, None, false))
                 .collect();
             let res = t
                 .render(&msgs, &tools, false)
@@ -358,6 +358,7 @@ fn unclosed_tool_calls_extend_to_the_first_special_token() {
         id: None,
         name: "f".into(),
         arguments: serde_json::json!({"x": 1}),
+        arguments_text: None,
     });
     let msgs = [Message::new(Role::User, "go"), call];
     let r = t.render(&msgs, &[], false).unwrap();

@@ -48,6 +48,7 @@ fn call(name: &str, args: Value) -> ToolCall {
         id: None,
         name: name.into(),
         arguments: args,
+        arguments_text: None,
     }
 }
 
@@ -164,6 +165,8 @@ fn messages_tool_calls() {
     ]}));
     let mut w = call("w", json!({"city": "Oslo"}));
     w.id = Some("c1".into());
+    // the text the record gave, for templates that join arguments as a string
+    w.arguments_text = Some("{\"city\": \"Oslo\"}".into());
     let expected = vec![w, call("t", json!({"tz": 1})), call("bare", json!({}))];
     assert_eq!(got[1].tool_calls, expected);
     assert_eq!(got[1].content, "");
@@ -320,10 +323,9 @@ fn sharegpt_with_function_calls() {
     assert_eq!(got[2].content, "");
     assert_eq!(got[2].tool_calls, vec![call("f", json!({"a": 1}))]);
     assert_eq!(got[3], m(Role::Tool, "{\"r\": 2}"));
-    assert_eq!(
-        got[4].tool_calls,
-        vec![call("f", json!({})), call("g", json!({}))]
-    );
+    let mut f = call("f", json!({}));
+    f.arguments_text = Some("{}".into());
+    assert_eq!(got[4].tool_calls, vec![f, call("g", json!({}))]);
     assert_eq!(got.len(), 7);
 }
 

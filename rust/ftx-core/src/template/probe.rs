@@ -154,6 +154,7 @@ fn tool_end(t: &ChatTemplate) -> Option<String> {
         id: Some("ftxprobe1".into()), // Mistral wants 9 alphanumerics.
         name: "ftx_probe".into(),
         arguments: json!({"q": VALUE}),
+        arguments_text: None,
     });
     let mut result = Message::new(Role::Tool, "ftx_probe_result");
     result.tool_call_id = Some("ftxprobe1".into());

@@ -35,6 +35,7 @@ pub(crate) fn conversations() -> Vec<(&'static str, Vec<Message>, Vec<Json>)> {
         id: Some("call_1".into()),
         name: "get_weather".into(),
         arguments: json!({"location": "Paris"}),
+        arguments_text: None,
     });
     let mut result = msg(Role::Tool, "{\"temperature\": 22}");
     result.tool_call_id = Some("call_1".into());
@@ -110,6 +111,7 @@ pub(crate) fn extra_conversations() -> Vec<(&'static str, Vec<Message>, Vec<Json
             id: Some(format!("call{i:05}xx")),
             name: "get_weather".into(),
             arguments: json!({"location": city, "days": 3, "metric": true, "ratio": 0.5, "x": null}),
+            arguments_text: None,
         });
     }
     let mut r1 = msg(Role::Tool, "{\"temperature\": 22}");
@@ -170,7 +172,7 @@ fn dump_renders() {
         };
         for (name, msgs, tools) in conversations().into_iter().chain(extra_conversations()) {
             for gen in [false, true] {
-                let plain: Vec<Json> = msgs.iter().map(|m| message_json(m, None)).collect();
+                let plain: Vec<Json> = msgs.iter().map(|m| message_json(m, None, false)).collect();
                 let (text, error) = match t.render(&msgs, &tools, gen) {
                     Ok(r) => (Some(r.text), None),
                     Err(e) => (None, Some(e.message)),
@@ -649,4 +651,29 @@ fn a_template_that_never_ends_is_rejected_within_its_budget() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn arguments_given_as_text_reach_a_template_that_joins_them_as_text() {
+    let source = "{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}\
+                  {{ c.function.name + ' ' + c.function.arguments }}{% endfor %}\
+                  {% else %}{{ m.content }}{% endif %}{% endfor %}";
+    let t = ChatTemplate::new("joins", source, specials()).unwrap();
+    let mut call = msg(Role::Assistant, "");
+    call.tool_calls.push(ToolCall {
+        id: None,
+        name: "f".into(),
+        arguments: json!({"a": 1}),
+        arguments_text: Some("{\"a\": 1}".into()),
+    });
+    let msgs = [msg(Role::User, "hi"), call.clone()];
+    assert_eq!(t.render_plain(&msgs, &[], false).unwrap(), "hif {\"a\": 1}");
+    let rendered = t.render(&msgs, &[], false).unwrap();
+    assert_eq!(rendered.text, "hif {\"a\": 1}");
+    // the object alone cannot be joined to a string: the record's own text made the difference
+    call.tool_calls[0].arguments_text = None;
+    let err = t
+        .render_plain(&[msg(Role::User, "hi"), call], &[], false)
+        .unwrap_err();
+    assert_eq!(err.code, RejectCode::TemplateError);
 }
