@@ -16,6 +16,7 @@ __all__ = [
     "num_threads",
     "prepare",
     "preview",
+    "prompts",
     "render_chat",
 ]
 
@@ -74,6 +75,17 @@ def prepare(
 def normalize(record: str, *, format: str | None = None) -> str:
     """What a template sees of one record (JSON): ``{"format", "messages", "tools"}``,
     ``{"format": "text", "text"}`` or ``{"reject": {"code", "message"}}``."""
+
+def prompts(
+    records: list[str],
+    *,
+    model_dir: str | PathLike[str] | None = None,
+    tokenizer: str | PathLike[str] | None = None,
+    chat_template: str | None = None,
+) -> str:
+    """The generation prompts of records (JSON texts), rendered and tokenized as ``prepare``
+    renders and tokenizes them, with the generation prompt; returns ``{"template", "items"}``
+    as JSON, each item ``{"text", "ids"}`` or ``{"reject"}``."""
 
 def render_chat(
     template: str,

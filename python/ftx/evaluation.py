@@ -301,15 +301,17 @@ def evaluate(
     rows = model_embedding_rows(inputs.model)
     ds = None if inputs.prepared is None else load_dataset(inputs.prepared, split, rows)
     budget = max_seq_length or (int(ds.lengths().max()) if ds is not None else 0)
-    prompts = []
-    for ex in inputs.heldout:
-        try:
-            prompts.append(inference.prompt_tokens(tokenizer, ex.messages, ex.tools))
-        except Exception as e:  # the template's own errors (jinja, type errors) vary
+    prompts: list[list[int]] = []
+    encoded = inference.prompt_tokens(
+        inputs.model, [(ex.messages, ex.tools) for ex in inputs.heldout]
+    )
+    for ex, ids in zip(inputs.heldout, encoded, strict=True):
+        if isinstance(ids, str):
             raise DataError(
                 f"{inputs.heldout_path}:{ex.line}: the chat template of {inputs.model} "
-                f"cannot render this prompt ({type(e).__name__}: {e})"
-            ) from e
+                f"cannot render this prompt ({ids})"
+            )
+        prompts.append(ids)
     sampling = None
     if inputs.heldout:
         longest = max(len(tokenizer.encode(ex.reference)) for ex in inputs.heldout)

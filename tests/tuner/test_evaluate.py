@@ -323,10 +323,16 @@ def test_batched_generation_with_a_shared_prefix_is_mlx_lm_generation(tiny_llama
 
     model, tokenizer, _ = inference.load(tiny_llama)
     system = {"role": "system", "content": "You call tools. Answer with JSON only, please."}
-    prompts = [
-        inference.prompt_tokens(tokenizer, [system, {"role": "user", "content": q}], None)
-        for q in ("Weather in Paris?", "Set a timer for 5 minutes", "Hi")
-    ]
+    questions = ("Weather in Paris?", "Set a timer for 5 minutes", "Hi")
+    encoded = inference.prompt_tokens(
+        tiny_llama, [([system, {"role": "user", "content": q}], None) for q in questions]
+    )
+    prompts = [p for p in encoded if isinstance(p, list)]
+    assert len(prompts) == len(questions)
+    # the one renderer gives what transformers' apply_chat_template gives for these prompts
+    for q, p in zip(questions, prompts, strict=True):
+        messages = [system, {"role": "user", "content": q}]
+        assert p == tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     assert inference.shared_prefix(prompts) > 10
     ours = inference.generate(
         model, tokenizer, prompts, temperature=0.0, top_p=1.0, max_tokens=10, seed=0
@@ -363,16 +369,24 @@ def test_a_prompt_the_template_cannot_render_names_the_line(
 ) -> None:
     from ftx import DataError
 
-    # The example template concatenates content: an earlier tool-call turn without content
-    # fails to render.
+    # A template that refuses system turns, as Gemma's does: the record with one is named.
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
     record = {
         "messages": [
+            {"role": "system", "content": "s"},
             {"role": "user", "content": "q"},
-            {"role": "assistant", "content": None, "tool_calls": [{"name": "f", "arguments": {}}]},
-            {"role": "user", "content": "again"},
             {"role": "assistant", "content": "a"},
         ]
     }
     path = _jsonl(tmp_path / "h.jsonl", [RECORDS[1], record])
-    with pytest.raises(DataError, match=r"h\.jsonl:2: the chat template .* cannot render"):
-        evaluate(tiny_llama, data=path)
+    with pytest.raises(DataError, match=r"h\.jsonl:2: the chat template .* cannot render.*System"):
+        evaluate(model, data=path)

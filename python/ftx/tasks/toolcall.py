@@ -28,7 +28,6 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -476,17 +475,10 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def renders_tools(chat_template: str) -> bool:
     """Whether a chat template writes both the ``tools`` list and an assistant's
-    ``tool_calls``, rendered with jinja2 the way transformers renders chat templates."""
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    ``tool_calls``, rendered by ftx's one template engine (as ``ftx prepare`` renders it)."""
+    from ftx import _core
+    from ftx.errors import FtxError
 
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, indent=indent)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     described = "Looks a probe key up."
     probe = _function("ftx_probe_lookup", described, {"ftx_probe_key": _string("Key")}, [])
     call = {"name": "ftx_probe_lookup", "arguments": {"ftx_probe_key": "ftx-probe-value"}}
@@ -498,16 +490,14 @@ def renders_tools(chat_template: str) -> bool:
             "tool_calls": [{"type": "function", "function": call}],
         },
     ]
+    record = json.dumps({"messages": messages, "tools": [{"type": "function", "function": probe}]})
     try:
-        text = env.from_string(chat_template).render(
-            messages=messages,
-            tools=[{"type": "function", "function": probe}],
-            add_generation_prompt=False,
-            bos_token="",
-            eos_token="",
-        )
-    except Exception:  # any failure to render means "not supported"
+        out = json.loads(_core.render_chat(chat_template, record))
+    except FtxError:  # a template that does not compile supports nothing
         return False
+    if "reject" in out:
+        return False
+    text = str(out["text"])
     # The description is only in the tools listing; the value only in the call.
     _, _, reply = text.partition("Look it up.")
     return described in text and "ftx-probe-value" in reply

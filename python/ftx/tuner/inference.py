@@ -147,16 +147,22 @@ def split_loss(
 
 
 def prompt_tokens(
-    tokenizer: TokenizerWrapper,
-    messages: list[dict[str, Any]],
-    tools: list[dict[str, Any]] | None,
-) -> list[int]:
-    """The prompt as mlx-lm renders it: the chat template with the generation prompt."""
-    extra = {"tools": tools} if tools else {}
-    ids: list[int] = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, **extra
-    )
-    return ids
+    model_dir: Path, conversations: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]]
+) -> list[list[int] | str]:
+    """Each conversation's prompt with the generation prompt, rendered by ftx's one template
+    engine and tokenized by the same tokenizer as ``ftx prepare`` (so a prompt here is the
+    training render of that conversation up to the reply), or the reason it cannot render."""
+    from ftx import _core
+
+    records = [
+        json.dumps({"messages": messages, **({"tools": tools} if tools else {})})
+        for messages, tools in conversations
+    ]
+    out = json.loads(_core.prompts(records, model_dir=str(model_dir)))
+    return [
+        item["ids"] if "reject" not in item else "{code}: {message}".format(**item["reject"])
+        for item in out["items"]
+    ]
 
 
 def shared_prefix(prompts: list[list[int]]) -> int:

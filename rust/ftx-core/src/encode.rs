@@ -315,6 +315,14 @@ impl Encoder {
         }
     }
 
+    /// Tokenizes a rendered prompt as `encode_chat` tokenizes a record (special tokens in the
+    /// text parsed as such, none added): what generation starts from.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, Reject> {
+        let mut ids = Vec::with_capacity(text.len() / 3);
+        self.encode_into(text, &mut ids, None)?;
+        Ok(ids)
+    }
+
     /// Tokenizes plain text for continued pretraining: every token is trained, and BOS/EOS are
     /// added as the tokenizer's post-processor does, corrected by the config's
     /// `add_bos_token`/`add_eos_token`.

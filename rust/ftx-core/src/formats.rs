@@ -179,6 +179,30 @@ fn is_bfcl(obj: &Map<String, Value>) -> bool {
 
 /// Detects, normalizes and validates one record.
 pub fn normalize(value: Value, opts: &FormatOptions) -> Result<(Format, Record), Reject> {
+    match read(value, opts)? {
+        (format, Read::Text(record)) => Ok((format, record)),
+        (format, Read::Chat(chat)) => Ok((format, finish(chat, format)?)),
+    }
+}
+
+/// Detects and normalizes one record as a prompt to generate from: a conversation that needs
+/// no assistant turn to train on.
+pub fn normalize_prompt(value: Value, opts: &FormatOptions) -> Result<Record, Reject> {
+    Ok(match read(value, opts)?.1 {
+        Read::Text(record) => record,
+        Read::Chat(chat) => Record::Chat {
+            messages: chat.messages,
+            tools: chat.tools,
+        },
+    })
+}
+
+enum Read {
+    Text(Record),
+    Chat(Chat),
+}
+
+fn read(value: Value, opts: &FormatOptions) -> Result<(Format, Read), Reject> {
     let Value::Object(mut obj) = value else {
         let msg = format!("record is a JSON {}, not an object", type_name(&value));
         return Err(Reject::new(RejectCode::UnknownFormat, msg));
@@ -188,14 +212,14 @@ pub fn normalize(value: Value, opts: &FormatOptions) -> Result<(Format, Record),
     };
     let cols = &opts.columns;
     let chat = match format {
-        Format::Text => return Ok((format, text(&mut obj, cols)?)),
+        Format::Text => return Ok((format, Read::Text(text(&mut obj, cols)?))),
         Format::Messages => messages(&mut obj, cols)?,
         Format::Sharegpt => sharegpt(&mut obj, cols)?,
         Format::Alpaca => alpaca(&mut obj, cols)?,
         Format::PromptCompletion => prompt_completion(&mut obj, cols)?,
         Format::Bfcl => bfcl(&mut obj)?,
     };
-    Ok((format, finish(chat, format)?))
+    Ok((format, Read::Chat(chat)))
 }
 
 type Res<T> = Result<T, Reject>;

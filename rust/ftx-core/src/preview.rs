@@ -5,7 +5,7 @@
 use serde_json::{json, Value as Json};
 
 use crate::conversation::Record;
-use crate::formats::{normalize, FormatOptions};
+use crate::formats::{normalize, normalize_prompt, FormatOptions};
 use crate::model;
 use crate::options::PrepareOptions;
 use crate::reject::Reject;
@@ -56,47 +56,116 @@ pub fn render(
     )
 }
 
+/// What `preview` and `prompts` work with: the model's encoder and chat template, as `prepare`
+/// loads them, and its template's label.
+struct Engine {
+    encoder: crate::encode::Encoder,
+    template: Option<ChatTemplate>,
+    label: String,
+    format_opts: FormatOptions,
+}
+
+impl Engine {
+    fn load(opts: &PrepareOptions) -> Result<Self> {
+        let (encoder, files, _) = model::load(opts)?;
+        let (template, label) = model::template(opts, &files)?;
+        let format_opts = FormatOptions {
+            forced: opts.format,
+            ..FormatOptions::default()
+        };
+        Ok(Engine {
+            encoder,
+            template,
+            label,
+            format_opts,
+        })
+    }
+
+    fn template(&self) -> std::result::Result<&ChatTemplate, Json> {
+        self.template.as_ref().ok_or_else(|| {
+            reject_json(&Reject::new(
+                crate::reject::RejectCode::TemplateError,
+                "the model has no chat template",
+            ))
+        })
+    }
+
+    fn answer(&self, items: Vec<Json>) -> Json {
+        json!({"template": self.label, "items": items})
+    }
+}
+
 /// Encodes `records` as `prepare` would with `opts` (model, template, `train_on`) and returns
 /// `{"template": label, "items": [...]}`; each item is `{"text", "ids", "mask", "trained"}`
 /// (`trained`: `[start, end)` character ranges of `text` covered by trained tokens) or
 /// `{"reject": …}`.
 pub fn preview(opts: &PrepareOptions, records: Vec<Json>) -> Result<Json> {
-    let (encoder, files, _) = model::load(opts)?;
-    let (template, label) = model::template(opts, &files)?;
-    let format_opts = FormatOptions {
-        forced: opts.format,
-        ..FormatOptions::default()
-    };
+    let engine = Engine::load(opts)?;
+    let encoder = &engine.encoder;
     let items = records
         .into_iter()
         .map(|rec| {
-            let (messages, tools) = match normalize(rec, &format_opts) {
+            let (messages, tools) = match normalize(rec, &engine.format_opts) {
                 Err(r) => return reject_json(&r),
                 Ok((_, Record::Text { text })) => {
                     return match encoder.encode_text(&text) {
-                        Ok(e) => item(&encoder, &text, e.ids, e.mask),
+                        Ok(e) => item(encoder, &text, e.ids, e.mask),
                         Err(r) => reject_json(&r),
                     }
                 }
                 Ok((_, Record::Chat { messages, tools })) => (messages, tools),
             };
-            let Some(t) = &template else {
-                return reject_json(&Reject::new(
-                    crate::reject::RejectCode::TemplateError,
-                    "the model has no chat template",
-                ));
+            let t = match engine.template() {
+                Ok(t) => t,
+                Err(reject) => return reject,
             };
             match t.render(&messages, &tools, false).and_then(|r| {
                 encoder
                     .encode_chat(&r, &messages, opts.train_on)
                     .map(|e| (r.text, e))
             }) {
-                Ok((text, e)) => item(&encoder, &text, e.ids, e.mask),
+                Ok((text, e)) => item(encoder, &text, e.ids, e.mask),
                 Err(r) => reject_json(&r),
             }
         })
         .collect::<Vec<_>>();
-    Ok(json!({"template": label, "items": items}))
+    Ok(engine.answer(items))
+}
+
+/// The prompts of `records` for generation, rendered by the same template and tokenized by the
+/// same tokenizer as `prepare` uses, with the generation prompt: `{"template", "items"}`, each
+/// item `{"text", "ids"}` or `{"reject": …}`. Evaluation prompts therefore equal the training
+/// render of the same conversation up to the reply.
+pub fn prompts(opts: &PrepareOptions, records: Vec<Json>) -> Result<Json> {
+    let engine = Engine::load(opts)?;
+    let items = records
+        .into_iter()
+        .map(|rec| {
+            let (messages, tools) = match normalize_prompt(rec, &engine.format_opts) {
+                Err(r) => return reject_json(&r),
+                Ok(Record::Text { text }) => (
+                    vec![crate::conversation::Message::new(
+                        crate::conversation::Role::User,
+                        &text,
+                    )],
+                    Vec::new(),
+                ),
+                Ok(Record::Chat { messages, tools }) => (messages, tools),
+            };
+            let t = match engine.template() {
+                Ok(t) => t,
+                Err(reject) => return reject,
+            };
+            match t
+                .render_plain(&messages, &tools, true)
+                .and_then(|text| engine.encoder.encode_prompt(&text).map(|ids| (text, ids)))
+            {
+                Ok((text, ids)) => json!({"text": text, "ids": ids}),
+                Err(r) => reject_json(&r),
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(engine.answer(items))
 }
 
 fn item(encoder: &crate::encode::Encoder, text: &str, ids: Vec<u32>, mask: Vec<u8>) -> Json {

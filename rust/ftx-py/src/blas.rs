@@ -16,60 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-type Sgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f32,
-    *const f32,
-    c_int,
-    *const f32,
-    c_int,
-    f32,
-    *mut f32,
-    c_int,
-);
-type Dgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f64,
-    *const f64,
-    c_int,
-    *const f64,
-    c_int,
-    f64,
-    *mut f64,
-    c_int,
-);
-// Complex scalars go by pointer in CBLAS.
-type Cgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    *const c_void,
-    *const c_void,
-    c_int,
-    *const c_void,
-    c_int,
-    *const c_void,
-    *mut c_void,
-    c_int,
-);
-
-static SGEMM: AtomicUsize = AtomicUsize::new(0);
-static DGEMM: AtomicUsize = AtomicUsize::new(0);
-static CGEMM: AtomicUsize = AtomicUsize::new(0);
-
 /// The bound address, or the end of the process: a GEMM that silently did nothing would hand
 /// MLX garbage. Unreachable in practice, since Python makes these symbols global only after
 /// `bind_blas` succeeded, and a bound address is never unbound.
@@ -80,86 +26,61 @@ fn target(slot: &AtomicUsize) -> usize {
     }
 }
 
-#[no_mangle]
-pub extern "C" fn cblas_sgemm(
-    order: c_int,
-    trans_a: c_int,
-    trans_b: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: f32,
-    a: *const f32,
-    lda: c_int,
-    b: *const f32,
-    ldb: c_int,
-    beta: f32,
-    c: *mut f32,
-    ldc: c_int,
-) {
-    // SAFETY: the address is the library's cblas_sgemm, whose signature is `Sgemm`.
-    let f: Sgemm = unsafe { std::mem::transmute::<usize, Sgemm>(target(&SGEMM)) };
-    // SAFETY: the arguments are the caller's, passed through unchanged.
-    unsafe {
-        f(
-            order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-        )
-    }
+/// One forwarder: `$name` with CBLAS's GEMM signature for scalars `$alpha` and elements
+/// `$elem` (complex ones go by pointer), calling the function bound in `$slot`.
+macro_rules! gemm {
+    ($name:ident, $slot:ident, $alpha:ty, $elem:ty) => {
+        static $slot: AtomicUsize = AtomicUsize::new(0);
+
+        #[no_mangle]
+        pub extern "C" fn $name(
+            order: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: $alpha,
+            a: *const $elem,
+            lda: c_int,
+            b: *const $elem,
+            ldb: c_int,
+            beta: $alpha,
+            c: *mut $elem,
+            ldc: c_int,
+        ) {
+            type Gemm = unsafe extern "C" fn(
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                $alpha,
+                *const $elem,
+                c_int,
+                *const $elem,
+                c_int,
+                $alpha,
+                *mut $elem,
+                c_int,
+            );
+            // SAFETY: the address is the bound library's function of this name, whose
+            // signature is `Gemm`.
+            let f: Gemm = unsafe { std::mem::transmute::<usize, Gemm>(target(&$slot)) };
+            // SAFETY: the arguments are the caller's, passed through unchanged.
+            unsafe {
+                f(
+                    order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                )
+            }
+        }
+    };
 }
 
-#[no_mangle]
-pub extern "C" fn cblas_dgemm(
-    order: c_int,
-    trans_a: c_int,
-    trans_b: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: f64,
-    a: *const f64,
-    lda: c_int,
-    b: *const f64,
-    ldb: c_int,
-    beta: f64,
-    c: *mut f64,
-    ldc: c_int,
-) {
-    // SAFETY: as in cblas_sgemm.
-    let f: Dgemm = unsafe { std::mem::transmute::<usize, Dgemm>(target(&DGEMM)) };
-    // SAFETY: as in cblas_sgemm.
-    unsafe {
-        f(
-            order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-        )
-    }
-}
-
-#[no_mangle]
-pub extern "C" fn cblas_cgemm(
-    order: c_int,
-    trans_a: c_int,
-    trans_b: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: *const c_void,
-    a: *const c_void,
-    lda: c_int,
-    b: *const c_void,
-    ldb: c_int,
-    beta: *const c_void,
-    c: *mut c_void,
-    ldc: c_int,
-) {
-    // SAFETY: as in cblas_sgemm.
-    let f: Cgemm = unsafe { std::mem::transmute::<usize, Cgemm>(target(&CGEMM)) };
-    // SAFETY: as in cblas_sgemm.
-    unsafe {
-        f(
-            order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-        )
-    }
-}
+gemm!(cblas_sgemm, SGEMM, f32, f32);
+gemm!(cblas_dgemm, DGEMM, f64, f64);
+gemm!(cblas_cgemm, CGEMM, *const c_void, c_void);
 
 /// Binds the plain ``cblas_sgemm``, ``cblas_dgemm`` and ``cblas_cgemm`` of this module to the
 /// functions at these addresses (a loaded library's, with the CBLAS signatures). Binding again

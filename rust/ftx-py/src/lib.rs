@@ -54,5 +54,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(preview::normalize, m)?)?;
     m.add_function(wrap_pyfunction!(preview::render_chat, m)?)?;
     m.add_function(wrap_pyfunction!(preview::preview, m)?)?;
+    m.add_function(wrap_pyfunction!(preview::prompts, m)?)?;
     Ok(())
 }

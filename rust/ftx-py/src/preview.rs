@@ -58,6 +58,31 @@ pub fn render_chat(
     })
 }
 
+/// The generation prompts of records (JSON texts), rendered and tokenized as ``prepare`` renders
+/// and tokenizes them, with the generation prompt; returns ``{"template", "items"}`` as JSON,
+/// each item ``{"text", "ids"}`` or ``{"reject"}``.
+#[pyfunction]
+#[pyo3(signature = (records, *, model_dir=None, tokenizer=None, chat_template=None))]
+pub fn prompts(
+    py: Python<'_>,
+    records: Vec<String>,
+    model_dir: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    chat_template: Option<String>,
+) -> PyResult<String> {
+    errors::run(py, move || {
+        let mut o = PrepareOptions::new(Vec::new(), PathBuf::new());
+        o.model_dir = model_dir;
+        o.tokenizer = tokenizer;
+        o.chat_template = chat_template;
+        let values = records
+            .iter()
+            .map(|r| parse(r))
+            .collect::<ftx_core::Result<Vec<_>>>()?;
+        ftx_core::preview::prompts(&o, values).map(|v| v.to_string())
+    })
+}
+
 /// Encodes records (JSON texts) as ``prepare`` would; returns ``{"template", "items"}`` as JSON.
 #[pyfunction]
 #[pyo3(signature = (records, *, model_dir=None, tokenizer=None, chat_template=None, format=None, train_on="assistant"))]
