@@ -1,14 +1,13 @@
 //! `manifest.json`: what an artifact holds, what made it, and a provenance hash over all of it
 //! that decides whether a later run may reuse it.
 
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::encode::ModelFiles;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::options::PrepareOptions;
 use crate::store::write_synced;
 use crate::template::ChatTemplate;
@@ -25,18 +24,8 @@ pub struct Provenance {
 }
 
 pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
-    let mut f = fs_err::File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
+    let size = crate::store::read_chunks(path, |chunk| h.update(chunk))?;
     Ok((size, hex(&h.finalize())))
 }
 

@@ -207,20 +207,25 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// The size of a file and its xxh3-64 digest (16 hex digits), read in one pass: what the
 /// manifest records of each array, and what every reader checks against.
 pub fn digest(path: &Path) -> Result<(u64, String)> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let bytes = read_chunks(path, |chunk| hasher.update(chunk))?;
+    Ok((bytes, format!("{:016x}", hasher.digest())))
+}
+
+/// Hands the whole file to `f` a chunk at a time; returns its size.
+pub fn read_chunks(path: &Path, mut f: impl FnMut(&[u8])) -> Result<u64> {
     use std::io::Read;
     let mut file = fs_err::File::open(path)?;
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
     loop {
         let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
         if n == 0 {
-            break;
+            return Ok(bytes);
         }
-        hasher.update(&buf[..n]);
+        f(&buf[..n]);
         bytes += n as u64;
     }
-    Ok((bytes, format!("{:016x}", hasher.digest())))
 }
 
 /// Writes a small file completely and syncs it.
