@@ -14,6 +14,14 @@ def ftx_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ftx.cli", *args], capture_output=True, text=True)
 
 
+def check_with_qwen3(shared: Path, tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    """``--check-template`` of the Qwen3 tokenizer with the template ``source``."""
+    template = tmp_path / "template.jinja"
+    template.write_text(source)
+    qwen3 = str(shared / "tokenizers" / "qwen3")
+    return ftx_cli("prepare", "-m", qwen3, "--chat-template", str(template), "--check-template")
+
+
 def test_qwen3_template_masks_every_synthetic_conversation(shared: Path) -> None:
     model = shared / "tokenizers" / "qwen3"
     r = ftx_cli("prepare", "--model", str(model), "--check-template")
@@ -47,18 +55,11 @@ def test_json_output_and_a_refused_shape(shared: Path, tmp_path: Path) -> None:
 
 
 def test_a_template_that_drops_the_answers_fails(shared: Path, tmp_path: Path) -> None:
-    template = tmp_path / "drops.jinja"
-    template.write_text(
+    r = check_with_qwen3(
+        shared,
+        tmp_path,
         "{% for m in messages %}{% if m.role != 'assistant' %}{{ m.content }}\n"
-        "{% endif %}{% endfor %}"
-    )
-    r = ftx_cli(
-        "prepare",
-        "-m",
-        str(shared / "tokenizers" / "qwen3"),
-        "--chat-template",
-        str(template),
-        "--check-template",
+        "{% endif %}{% endfor %}",
     )
     assert r.returncode == 1
     assert "cannot mask: single turn" in r.stderr
@@ -74,16 +75,7 @@ def test_prepare_still_needs_inputs_and_out(shared: Path) -> None:
 def test_a_template_that_raises_on_everything_is_not_counted_as_masked(
     shared: Path, tmp_path: Path
 ) -> None:
-    template = tmp_path / "raises.jinja"
-    template.write_text("{{ raise_exception('this model takes no chat') }}")
-    r = ftx_cli(
-        "prepare",
-        "-m",
-        str(shared / "tokenizers" / "qwen3"),
-        "--chat-template",
-        str(template),
-        "--check-template",
-    )
+    r = check_with_qwen3(shared, tmp_path, "{{ raise_exception('this model takes no chat') }}")
     assert r.returncode == 1, r.stdout
     assert "0 of 5 synthetic conversations rendered and masked; 5 refused" in r.stdout
     assert "the template rendered none of them" in r.stderr

@@ -86,13 +86,23 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     Ok(Box::new(BufReader::with_capacity(1 << 20, inner)))
 }
 
-fn is_text_file(path: &Path) -> bool {
+/// The file's name, lowercased, without a compression suffix: what says `.txt` or `.jsonl`.
+fn plain_name(path: &Path) -> String {
     let name = path.to_string_lossy().to_ascii_lowercase();
     let name = name
         .trim_end_matches(".gz")
         .trim_end_matches(".zst")
         .trim_end_matches(".zstd");
-    name.ends_with(".txt")
+    name.to_string()
+}
+
+fn is_text_file(path: &Path) -> bool {
+    plain_name(path).ends_with(".txt")
+}
+
+fn is_json_lines_file(path: &Path) -> bool {
+    let name = plain_name(path);
+    name.ends_with(".jsonl") || name.ends_with(".ndjson")
 }
 
 /// Reads every record of one input and hands them to `emit` in file order. Stops early when
@@ -126,7 +136,7 @@ pub fn read_input(
     }
     // JSON Lines by name is JSON Lines whatever its first line holds (a line may be an array).
     if is_json_lines_file(&input.origin) {
-        return read_json_lines(&mut reader, input, source, bom as u64, emit).map_err(io_err);
+        return read_lines(&mut reader, input, source, bom as u64, false, emit).map_err(io_err);
     }
     // A JSON array and JSON lines are told apart by the first non-space byte.
     let first = loop {
@@ -143,27 +153,8 @@ pub fn read_input(
     match first {
         None => Ok(()),
         Some(b'[') => read_json_array(&mut reader, input, source, bom as u64, emit),
-        Some(_) => read_json_lines(&mut reader, input, source, bom as u64, emit).map_err(io_err),
+        Some(_) => read_lines(&mut reader, input, source, bom as u64, false, emit).map_err(io_err),
     }
-}
-
-fn is_json_lines_file(path: &Path) -> bool {
-    let name = path.to_string_lossy().to_ascii_lowercase();
-    let name = name
-        .trim_end_matches(".gz")
-        .trim_end_matches(".zst")
-        .trim_end_matches(".zstd");
-    name.ends_with(".jsonl") || name.ends_with(".ndjson")
-}
-
-fn read_json_lines(
-    reader: &mut dyn BufRead,
-    input: &Input,
-    source: u32,
-    start: u64,
-    emit: &mut dyn FnMut(RawRecord) -> bool,
-) -> std::io::Result<()> {
-    read_lines(reader, input, source, start, false, emit)
 }
 
 /// Reads one line (with its newline) into `bytes`, keeping at most [`MAX_RECORD_BYTES`] of it;
