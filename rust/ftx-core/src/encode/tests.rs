@@ -1,3 +1,5 @@
+// One thing: the tests of the encoder (ids equal transformers', masks from spans, end-of-turn
+// rules, plain text, model folders), on the real tokenizers beside the repo.
 // Tests panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
 

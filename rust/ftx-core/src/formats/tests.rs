@@ -1,3 +1,5 @@
+// One thing: the tests of input-format detection and normalization, a few per format and one
+// per reject rule; long because there are many formats, each with its own edge cases.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

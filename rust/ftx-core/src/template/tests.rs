@@ -1,3 +1,5 @@
+// One thing: the tests of template rendering and spans (real templates of many families, the
+// learned headers and closings, Python-compatible methods, fuel).
 // Tests panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
 

@@ -1,3 +1,5 @@
+// One thing: the tests of ftx's pre-tokenizer, which must split exactly as the library's does
+// (every real tokenizer and dataset beside the repo, llama.cpp's test vectors, edge cases).
 // Tests panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
 
