@@ -27,15 +27,17 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ftx
 from ftx import _core
 from ftx.template_check import CONVERSATIONS
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -320,6 +322,20 @@ class Outcome:
     mismatches: list[str] = field(default_factory=list)
 
 
+def with_fallback(render: Callable[[list[Any]], T], messages: list[Any]) -> T:
+    """``render(messages)`` for the first form of the record that renders, as ftx gives them to a
+    template (``template.rs::render_either``): as ``apply_chat_template`` does, with the keys whose
+    value is ``None`` dropped (a call-only message then has no content), and else with ``""`` for
+    that content, for templates that fail on a message without one."""
+    present = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    try:
+        return render(present)
+    except Exception:
+        if all(m.get("content") is not None for m in messages):
+            raise
+    return render([{**m, "content": ""} if m.get("content") is None else m for m in messages])
+
+
 def _oracle_ids(tok: Any, norm: dict[str, Any], template: str | None) -> list[int] | str:
     """transformers' ids for a normalized record, or the reason it refuses it."""
     if "text" in norm:
@@ -327,12 +343,15 @@ def _oracle_ids(tok: Any, norm: dict[str, Any], template: str | None) -> list[in
     try:
         with pinned_date(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = tok.apply_chat_template(
+            out = with_fallback(
+                lambda messages: tok.apply_chat_template(
+                    messages,
+                    tools=norm["tools"] or None,
+                    chat_template=template,
+                    tokenize=True,
+                    return_dict=True,
+                ),
                 norm["messages"],
-                tools=norm["tools"] or None,
-                chat_template=template,
-                tokenize=True,
-                return_dict=True,
             )
     except Exception as e:  # the oracle's own refusal (TemplateError, TypeError, ...)
         return f"{type(e).__name__}: {e}"
@@ -598,7 +617,7 @@ class MaskOutcome:
 def _drops_tool_calls(source: str, norm: dict[str, Any]) -> bool:
     """The template never writes ``tool_calls`` and the record has a turn made only of calls."""
     return "tool_calls" not in source and any(
-        m["role"] == "assistant" and m.get("tool_calls") and not m["content"].strip()
+        m["role"] == "assistant" and m.get("tool_calls") and not (m.get("content") or "").strip()
         for m in norm.get("messages", [])
     )
 
@@ -647,14 +666,15 @@ def compare_masks(
         o.compared += 1
         with pinned_date(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ref = tok.apply_chat_template(
-                norm["messages"],
+            render = partial(
+                tok.apply_chat_template,
                 tools=norm["tools"] or None,
                 chat_template=training,
                 tokenize=True,
                 return_dict=True,
                 return_assistant_tokens_mask=True,
             )
+            ref = with_fallback(render, norm["messages"])
         if list(ref["input_ids"]) != ids:
             if twin_results is None:
                 twin_results = prepared(
@@ -700,12 +720,15 @@ def oracle_render(source: str, conv: dict[str, Any], gen: bool) -> str | None:
     try:
         with pinned_date(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            texts, _ = render_jinja_template(
-                conversations=[conv["messages"]],
-                tools=conv.get("tools"),
-                chat_template=source,
-                add_generation_prompt=gen,
-                **SPECIALS,
+            texts, _ = with_fallback(
+                lambda messages: render_jinja_template(
+                    conversations=[messages],
+                    tools=conv.get("tools"),
+                    chat_template=source,
+                    add_generation_prompt=gen,
+                    **SPECIALS,
+                ),
+                conv["messages"],
             )
     except Exception:
         return None

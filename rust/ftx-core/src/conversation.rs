@@ -45,6 +45,13 @@ pub struct ToolCall {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The record wrote no text for this message (content null or absent, a ShareGPT
+    /// `function_call`, parts that are only calls): a call-only assistant message, which
+    /// templates get with no `content` key, as transformers gives them (it drops `null` keys;
+    /// GLM-4.5's template prints a `null` as "None"). Not part of the record's identity (dedup,
+    /// split).
+    #[serde(skip)]
+    pub content_null: bool,
     /// Reasoning text kept apart from the answer (`reasoning_content` for templates that know it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
@@ -74,6 +81,7 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            content_null: false,
             reasoning: None,
             tool_calls: Vec::new(),
             name: None,

@@ -215,7 +215,8 @@ impl Encoder {
                     continue;
                 }
                 found[span.message] = true;
-                let bound = rendered.spans.get(k + 1).map_or(text.len(), |s| s.start);
+                let next = rendered.spans.get(k + 1).map_or(text.len(), |s| s.start);
+                let bound = next.min(span.limit);
                 self.mark_span(text, &ids, offsets, span, bound, &mut mask);
             }
             if let Some(i) = (0..messages.len()).find(|&i| trained(i) && !found[i]) {
@@ -293,9 +294,20 @@ impl Encoder {
         // right after it), over whitespace only (after an unclosed tool call, over the rest of
         // the call too), and never into the next message. Anything else first means the turn
         // has no end token.
-        for j in end..ids.len() {
+        let blank = |j: usize| {
             let (a, b) = offsets[j];
+            text.get(a..b).is_none_or(|s| s.trim().is_empty())
+        };
+        for j in end..ids.len() {
+            let (a, _) = offsets[j];
             if a >= bound {
+                // A call the template does not close before the next turn opens: the rest of
+                // the call, up to that opening, is the message's.
+                if span.tail == Tail::ToolCall {
+                    if let Some(last) = (end..j).rev().find(|&k| !blank(k)) {
+                        mask[end..=last].fill(1);
+                    }
+                }
                 return;
             }
             if self.is_special(ids[j]) {
@@ -308,8 +320,7 @@ impl Encoder {
                 mask[end..=j + usize::from(eos_next)].fill(1);
                 return;
             }
-            let blank = text.get(a..b).is_none_or(|s| s.trim().is_empty());
-            if !blank && span.tail != Tail::ToolCall {
+            if !blank(j) && span.tail != Tail::ToolCall {
                 return;
             }
         }

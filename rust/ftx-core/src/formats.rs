@@ -491,6 +491,7 @@ fn message(v: Value, loc: &Loc, keys: &Keys, default_role: Option<Role>) -> Res<
     let mut msg = Message::new(role, String::new());
     let content = take(&mut m, keys.content);
     let has_content = matches!(content, Some(ref c) if !c.is_null());
+    let wrote_text = matches!(content, Some(Value::String(_))) && !is_call;
     match content {
         Some(v @ (Value::String(_) | Value::Object(_) | Value::Array(_))) if is_call => {
             msg.tool_calls = calls_from_json(v, &format!("{loc}.{ckey}"))?;
@@ -524,6 +525,7 @@ fn message(v: Value, loc: &Loc, keys: &Keys, default_role: Option<Role>) -> Res<
     // user turn; keeping that would make the same chat differ across formats.
     msg.train = train_flag(&m, loc)? || role != Role::Assistant;
     let calls = role == Role::Assistant && !msg.tool_calls.is_empty();
+    msg.content_null = calls && !wrote_text && msg.content.is_empty();
     if !calls && (!has_content || msg.content.trim().is_empty()) {
         let what = if has_content {
             "empty"

@@ -25,7 +25,7 @@ pub fn normalized(record: Json, opts: &FormatOptions) -> Json {
         Ok((format, Record::Text { text })) => json!({"format": format.as_str(), "text": text}),
         Ok((format, Record::Chat { messages, tools })) => json!({
             "format": format.as_str(),
-            "messages": messages.iter().map(|m| message_json(m, None, false)).collect::<Vec<_>>(),
+            "messages": messages.iter().map(|m| message_json(m, None, Default::default())).collect::<Vec<_>>(),
             "tools": tools,
         }),
     }

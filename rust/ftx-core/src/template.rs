@@ -47,6 +47,9 @@ pub struct Span {
     pub end: usize,
     /// What follows the span that still belongs to the message (assistants only).
     pub tail: Tail,
+    /// Where the message's tail must end: the next message's output, or before it the text that
+    /// opens the next turn.
+    pub limit: usize,
 }
 
 /// How an assistant span ends, which tells the encoder how to finish it (`docs/masking.md`).
@@ -200,9 +203,9 @@ impl ChatTemplate {
         self.render_either(messages, tools, add_generation_prompt, false)
     }
 
-    /// Renders with tool-call arguments as objects, what Hugging Face templates expect; a
-    /// template that fails on them (one that joins the arguments as a string) gets them as the
-    /// JSON text the record had, where it had one.
+    /// Renders the record in the form it has (tool-call arguments as objects, what Hugging Face
+    /// templates expect; call-only messages with `null` content); a template that fails on that
+    /// gets what it can render: the arguments as the JSON text the record had, `""` content.
     fn render_either(
         &self,
         messages: &[Message],
@@ -210,18 +213,38 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         marked: bool,
     ) -> Result<String, Reject> {
-        let first = self.render_raw(messages, tools, add_generation_prompt, marked, false);
-        let has_text = || {
-            messages
-                .iter()
-                .any(|m| m.tool_calls.iter().any(|c| c.arguments_text.is_some()))
-        };
-        match first {
-            Err(e) if e.code == RejectCode::TemplateError && has_text() => self
-                .render_raw(messages, tools, add_generation_prompt, marked, true)
-                .map_err(|_| e),
-            other => other,
+        let has_text = messages
+            .iter()
+            .any(|m| m.tool_calls.iter().any(|c| c.arguments_text.is_some()));
+        let has_null = messages.iter().any(|m| m.content_null);
+        let shapes = [
+            Shape::default(),
+            Shape {
+                blank_content: true,
+                ..Shape::default()
+            },
+            Shape {
+                text_arguments: true,
+                ..Shape::default()
+            },
+            Shape {
+                text_arguments: true,
+                blank_content: true,
+            },
+        ];
+        let mut first = None;
+        for shape in shapes {
+            if (shape.text_arguments && !has_text) || (shape.blank_content && !has_null) {
+                continue;
+            }
+            match self.render_raw(messages, tools, add_generation_prompt, marked, shape) {
+                Err(e) if e.code == RejectCode::TemplateError => {
+                    first.get_or_insert(e);
+                }
+                other => return other,
+            }
         }
+        Err(first.unwrap_or_else(|| Reject::new(RejectCode::TemplateError, "nothing rendered")))
     }
 
     fn render_raw(
@@ -230,12 +253,12 @@ impl ChatTemplate {
         tools: &[Json],
         add_generation_prompt: bool,
         marked: bool,
-        text_arguments: bool,
+        shape: Shape,
     ) -> Result<String, Reject> {
         let msgs: Vec<Json> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| message_json(m, marked.then_some(i), text_arguments))
+            .map(|(i, m)| message_json(m, marked.then_some(i), shape))
             .collect();
         let mut ctx = Map::new();
         ctx.insert("messages".into(), Json::Array(msgs));
@@ -282,10 +305,18 @@ fn message_has_reserved(m: &Message) -> bool {
         })
 }
 
+/// How a record's messages are given to a template, where a record can be given two ways.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Shape {
+    /// Tool-call arguments the record wrote as a JSON string are that string (else an object).
+    pub text_arguments: bool,
+    /// Call-only messages have content `""` (else none, as transformers gives them).
+    pub blank_content: bool,
+}
+
 /// The OpenAI message shape HF templates expect. With `marked`, strings are wrapped in the
-/// sentinels of message `i`; with `text_arguments`, tool-call arguments the record wrote as a
-/// JSON string are that string.
-pub(crate) fn message_json(m: &Message, marked: Option<usize>, text_arguments: bool) -> Json {
+/// sentinels of message `i`.
+pub(crate) fn message_json(m: &Message, marked: Option<usize>, shape: Shape) -> Json {
     let mark = |s: &str, kind| match marked {
         Some(i) => wrap(s, i, kind),
         None => s.to_string(),
@@ -300,15 +331,19 @@ pub(crate) fn message_json(m: &Message, marked: Option<usize>, text_arguments: b
         o.insert("thinking".into(), r.clone());
     }
     o.insert("role".into(), Json::String(m.role.as_str().into()));
-    o.insert(
-        "content".into(),
-        Json::String(mark(&m.content, Kind::Content)),
-    );
+    // transformers drops the keys whose value is `null` before rendering, so a call-only
+    // message with `null` content reaches its templates with no content at all.
+    if !(m.content_null && !shape.blank_content && m.content.is_empty()) {
+        o.insert(
+            "content".into(),
+            Json::String(mark(&m.content, Kind::Content)),
+        );
+    }
     if !m.tool_calls.is_empty() {
         let calls = m.tool_calls.iter().zip(0..).map(|(c, k)| {
             let mut call = Map::new();
             call.insert("type".into(), json!("function"));
-            let arguments = match (&c.arguments_text, text_arguments) {
+            let arguments = match (&c.arguments_text, shape.text_arguments) {
                 (Some(text), true) => Json::String(text.clone()),
                 _ => c.arguments.clone(),
             };

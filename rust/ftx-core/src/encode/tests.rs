@@ -103,7 +103,7 @@ fn dump_encodings() {
         for (name, msgs, tools) in convs {
             let plain: Vec<serde_json::Value> = msgs
                 .iter()
-                .map(|m| crate::template::message_json(m, None, false))
+                .map(|m| crate::template::message_json(m, None, Default::default()))
                 .collect();
             let res = t
                 .render(&msgs, &tools, false)
@@ -498,4 +498,83 @@ fn shared_across_threads() {
     fn check<T: Send + Sync>() {}
     check::<Encoder>();
     check::<ChatTemplate>();
+}
+
+fn call(name: &str) -> Message {
+    let mut call = Message::new(Role::Assistant, "");
+    call.tool_calls.push(ToolCall {
+        id: Some("call12345".into()),
+        name: name.into(),
+        arguments: serde_json::json!({"city": "Paris"}),
+        arguments_text: None,
+    });
+    call
+}
+
+fn tool_result(content: &str) -> Message {
+    let mut m = Message::new(Role::Tool, content);
+    m.tool_call_id = Some("call12345".into());
+    m
+}
+
+#[test]
+fn the_token_that_opens_the_next_turn_is_never_trained() {
+    let Some((enc, _, _)) = model("qwen3") else {
+        return;
+    };
+    // Turns open with a special token and a tool-call turn has no end token; the probe cannot
+    // learn the closing (the template refuses a tool result after a call as the last message),
+    // so the tail runs to the first special token: the one that opens the tool's turn.
+    let src = "{% for m in messages %}{% if loop.last and m.role == 'tool' %}{{ raise_exception('no') }}{% endif %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}CALL {{ m.tool_calls[0].function.name }}({{ m.tool_calls[0].function.arguments | tojson }})\n{% elif m.role == 'assistant' %}{{ m.content }}\n{% else %}{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}";
+    let t = ChatTemplate::new("t", src, specials()).unwrap();
+    let msgs = [
+        Message::new(Role::User, "go"),
+        call("f"),
+        tool_result("sunny"),
+        Message::new(Role::Assistant, "It is sunny."),
+        Message::new(Role::User, "thanks"),
+    ];
+    let e = chat(&enc, &t, &msgs, &[], TrainOn::Assistant).unwrap();
+    // Neither the call nor the reply (which has no end token either) trains `<|im_start|>`.
+    assert_eq!(
+        trained(&enc, &e),
+        ["CALL f({\"city\": \"Paris\"})\n", "It is sunny.\n"]
+    );
+}
+
+#[test]
+fn a_call_only_turn_trains_no_second_assistant_header() {
+    let Some(data) = data_dir() else { return };
+    let Some((enc, _, _)) = model("qwen3") else {
+        return;
+    };
+    // DeepSeek-R1-Distill writes the calls and `<｜end▁of▁sentence｜>`, then, for content that
+    // `is not none`, `<｜Assistant｜>` + content + `<｜end▁of▁sentence｜>` again.
+    let path = data.join("chat_templates/llama_cpp/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja");
+    let t = ChatTemplate::new("r1", &std::fs::read_to_string(path).unwrap(), specials()).unwrap();
+    let end = "<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>";
+    for null in [true, false] {
+        let mut c = call("get_weather");
+        c.content_null = null;
+        let msgs = [
+            Message::new(Role::User, "Weather in Paris?"),
+            c,
+            tool_result("sunny"),
+            Message::new(Role::Assistant, "It is sunny."),
+        ];
+        let r = t.render(&msgs, &[], false).unwrap();
+        // Both the record's `null` (which transformers drops, leaving content undefined, so
+        // `is not none`) and its `""` render the second turn; it is not trained.
+        assert!(
+            r.text.contains(&format!("{end}<｜Assistant｜>")),
+            "{}",
+            r.text
+        );
+        // Qwen3's BPE stands in, so the markers are several tokens each, the last `<` of one
+        // shared with the next marker's first: compare text.
+        let e = enc.encode_chat(&r, &msgs, TrainOn::Assistant).unwrap();
+        let got = trained(&enc, &e);
+        assert!(got[0].contains(end), "{got:?}");
+        assert!(!got.iter().any(|s| s.contains("Assistant")), "{got:?}");
+    }
 }

@@ -14,6 +14,10 @@ pub(super) struct Learned {
     /// The text that ends an assistant's tool call(s) (`</tool_call><|im_end|>`, `<|eot_id|>`,
     /// `<|call|>`, `</s>`), without the call's own JSON.
     tool_end: Option<String>,
+    /// Texts that open a turn (`<|im_start|>`, `<|start_header_id|>user<|end_header_id|>`,
+    /// `<｜User｜>`, `[INST]`): an assistant's trained tail never reaches one, so the token that
+    /// opens the next turn is not trained even where the template writes no end token before it.
+    openers: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -58,6 +62,16 @@ impl Learned {
         }
     }
 
+    /// Where the first turn opener after `from` starts, before `next`.
+    pub(super) fn next_opener(&self, text: &str, from: usize, next: usize) -> Option<usize> {
+        let window = text.get(from..next)?;
+        self.openers
+            .iter()
+            .filter_map(|o| window.find(o.as_str()))
+            .min()
+            .map(|k| from + k)
+    }
+
     /// The end of the learned tool-call closing, searched after a run that ends in a tool call
     /// and before the next message's output.
     pub(super) fn tool_call_end(&self, text: &str, from: usize, next: usize) -> Option<usize> {
@@ -71,6 +85,7 @@ pub(super) fn learn(t: &ChatTemplate) -> Learned {
     Learned {
         header: header(t),
         tool_end: tool_end(t),
+        openers: openers(t),
     }
 }
 
@@ -140,6 +155,78 @@ fn header(t: &ChatTemplate) -> Option<Header> {
     None
 }
 
+/// The texts that open a user turn and an assistant turn, and the start both share
+/// (`<|im_start|>`, which also opens `tool` and `system` turns). A turn's opener is what the
+/// template writes between the previous message and it, less what it writes after that message
+/// when it ends the conversation (the previous turn's end).
+fn openers(t: &ChatTemplate) -> Vec<String> {
+    let a = |c: &str| Message::new(Role::Assistant, c);
+    let probes = [
+        vec![user("Hi"), a("Hello"), user("Bye"), a("Ok")],
+        vec![
+            Message::new(Role::System, "Sys"),
+            user("Hi"),
+            a("Hello"),
+            user("Bye"),
+            a("Ok"),
+        ],
+    ];
+    let found = probes.iter().find_map(|conv| {
+        let n = conv.len();
+        let full = t.render(conv, &[], false).ok()?;
+        let cut = t.render(&conv[..n - 1], &[], false).ok()?;
+        let end =
+            |r: &super::Rendered, m: usize| Some(r.spans.iter().find(|s| s.message == m)?.end);
+        let start = |m: usize| Some(full.spans.iter().find(|s| s.message == m)?.start);
+        // What opens message `m`: the text before it, less the end the previous message has
+        // when it is the last one (in `last`, from `from`).
+        let opener = |m: usize, last: &str| -> Option<String> {
+            let between = full.text.get(end(&full, m - 1)?..start(m)?)?;
+            let turn_end = boundary(between, common_prefix(between, last));
+            let o = between[turn_end..].trim();
+            (!o.is_empty()).then(|| o.to_string())
+        };
+        let after_ok = full.text.get(end(&full, n - 1)?..)?;
+        let after_bye = cut.text.get(end(&cut, n - 2)?..)?;
+        Some((opener(n - 1, after_bye), opener(n - 2, after_ok)))
+    });
+    let Some((assistant, user)) = found else {
+        return Vec::new();
+    };
+    let (Some(a), Some(u)) = (&assistant, &user) else {
+        return assistant.into_iter().chain(user).collect();
+    };
+    // The end of a turn that is not the last can differ from the last one's (gpt-oss: `<|end|>`,
+    // where the last has `<|return|>`) and so stay in front of the opener: both openers start
+    // where the start they share does.
+    match shared_start(a, u).or_else(|| shared_start(u, a)) {
+        Some(shared) => [a, u]
+            .iter()
+            .filter_map(|o| o.find(shared).map(|k| o[k..].to_string()))
+            .chain([shared.to_string()])
+            .collect(),
+        None => vec![a.clone(), u.clone()],
+    }
+}
+
+/// The longest start of `a`, cut after a space or a closing bracket and at least 3 characters,
+/// that `b` also writes.
+fn shared_start<'a>(a: &'a str, b: &str) -> Option<&'a str> {
+    let mut len = a.len();
+    loop {
+        let cut = boundary(a, len);
+        let start = a[..cut].trim();
+        if start.chars().count() < 3 {
+            return None;
+        }
+        if b.contains(start) {
+            return Some(start);
+        }
+        // Before the character that ended the cut, which may be a wide space.
+        len = cut - a[..cut].chars().next_back().map_or(1, char::len_utf8);
+    }
+}
+
 /// Renders a tool call as the last message, and followed by its result: the text both renders
 /// share after the call's name is the rest of the call plus the template's closing. The part
 /// after the call's arguments (after the last `}`, `]`, `"` or argument value) is the closing,
@@ -150,6 +237,7 @@ fn tool_end(t: &ChatTemplate) -> Option<String> {
         "name": "ftx_probe", "description": "Probe.",
         "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}})];
     let mut call = Message::new(Role::Assistant, "");
+    call.content_null = true;
     call.tool_calls.push(ToolCall {
         id: Some("ftxprobe1".into()), // Mistral wants 9 alphanumerics.
         name: "ftx_probe".into(),

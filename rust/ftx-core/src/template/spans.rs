@@ -169,11 +169,17 @@ pub(super) fn spans(
         }
         let is_call = last.kind.is_tool_call();
         let mut tail = if is_call { Tail::ToolCall } else { Tail::Turn };
+        // Nothing of the message reaches past the next turn's opening: a closing learned from a
+        // probe, or the tail the encoder finishes, ends there.
+        let limit = match msg.role {
+            Role::Assistant => learned.next_opener(text, end, next).unwrap_or(next),
+            _ => next,
+        };
         if msg.role == Role::Assistant {
             if !std::mem::replace(&mut seen[m], true) {
                 start = learned.turn_start(text, prev, first.pos, first.kind, start);
             }
-            if let Some(close) = learned.tool_call_end(text, end, next).filter(|_| is_call) {
+            if let Some(close) = learned.tool_call_end(text, end, limit).filter(|_| is_call) {
                 end = close;
                 tail = Tail::Complete;
             }
@@ -184,6 +190,7 @@ pub(super) fn spans(
                 start,
                 end,
                 tail,
+                limit,
             });
         }
     }

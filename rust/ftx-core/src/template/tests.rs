@@ -174,7 +174,10 @@ fn dump_renders() {
         };
         for (name, msgs, tools) in conversations().into_iter().chain(extra_conversations()) {
             for gen in [false, true] {
-                let plain: Vec<Json> = msgs.iter().map(|m| message_json(m, None, false)).collect();
+                let plain: Vec<Json> = msgs
+                    .iter()
+                    .map(|m| message_json(m, None, Default::default()))
+                    .collect();
                 let (text, error) = match t.render(&msgs, &tools, gen) {
                     Ok(r) => (Some(r.text), None),
                     Err(e) => (None, Some(e.message)),
