@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import ftx
 
@@ -82,6 +84,34 @@ def test_rerun_is_a_cache_hit_and_changes_rebuild(
     other = ftx.prepare(example_data, model=tiny_model, out=out, seed=1, chat_template=str(tpl))
     assert not other.cached and other.provenance != reseeded.provenance
     assert other.template == str(tpl)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("bos_token", "<|endoftext|>"),
+        ("eos_token", "<|endoftext|>"),
+        ("pad_token", "<|im_end|>"),
+        ("unk_token", "<|endoftext|>"),
+        ("add_bos_token", True),
+        ("add_eos_token", True),
+    ],
+)
+def test_an_edited_tokenizer_config_rebuilds(
+    tmp_path: Path, example_data: Path, tiny_model: Path, key: str, value: object
+) -> None:
+    """tokenizer_config.json's special tokens and BOS/EOS flags change what is written, so a
+    change to any of them is a new provenance, never a stale cache hit."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    out = tmp_path / "out"
+    first = ftx.prepare(example_data, model=model, out=out)
+    config_path = model / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    assert config.get(key) != value
+    config_path.write_text(json.dumps({**config, key: value}))
+    again = ftx.prepare(example_data, model=model, out=out)
+    assert not again.cached and again.provenance != first.provenance
 
 
 def _digest(folder: Path) -> dict[str, str]:

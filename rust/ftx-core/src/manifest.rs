@@ -73,9 +73,14 @@ pub fn provenance(
         "ftx_version": crate::version(),
         "artifact_version": ARTIFACT_VERSION,
         "inputs": inputs,
+        // What tokenizer_config.json changes in the output is part of the key: the special
+        // tokens templates write and the BOS/EOS that plain text gets.
         "tokenizer": {
             "path": tokenizer_path.display().to_string(),
             "sha256": files.tokenizer_sha256,
+            "specials": files.specials,
+            "add_bos_token": files.add_bos_token,
+            "add_eos_token": files.add_eos_token,
         },
         "template": template.map(|t| json!({
             "sha256": sha256_bytes(t.source().as_bytes()),
