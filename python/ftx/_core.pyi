@@ -2,19 +2,23 @@
 
 from collections.abc import Callable, Sequence
 from os import PathLike
+from typing import final
 
 __all__ = [
+    "Setting",
     "__version__",
     "_debug_panic",
     "bind_blas",
     "blas_target",
     "builtin_templates",
+    "check_settings",
     "expand_inputs",
     "file_digest",
     "format_names",
     "normalize",
     "num_threads",
     "prepare",
+    "prepare_settings",
     "preview",
     "prompts",
     "render_chat",
@@ -48,29 +52,45 @@ def expand_inputs(patterns: list[str]) -> list[str]:
 def builtin_templates() -> list[str]:
     """Names of the chat templates shipped with ftx (for ``--chat-template NAME``)."""
 
+@final
+class Setting:
+    """One setting of ``prepare`` as the CLI and the Python API present it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str:
+        """``flag``, ``int``, ``ratio``, ``split``, ``choice`` or ``text``."""
+    @property
+    def help(self) -> str: ...
+    @property
+    def choices(self) -> list[str]: ...
+    @property
+    def default(self) -> str:
+        """The default as JSON text (``null``, ``true``, ``0``, ``"line"``)."""
+
+def prepare_settings() -> list[Setting]:
+    """Every setting of ``prepare`` (what its flags, ``--config`` keys and keywords are made
+    from)."""
+
+def check_settings(settings: str) -> list[tuple[str, str, str]]:
+    """The problems of a mapping of settings (JSON text), each ``(key, value as JSON, allowed)``;
+    empty when it is valid."""
+
 def prepare(
     inputs: Sequence[tuple[str | PathLike[str], str | PathLike[str], int]],
     out_dir: str | PathLike[str],
+    settings: str = "{}",
     *,
     model_dir: str | PathLike[str] | None = None,
     tokenizer: str | PathLike[str] | None = None,
     chat_template: str | None = None,
-    format: str | None = None,
-    columns: str | None = None,
-    text_unit: str = "line",
-    dedup: bool = True,
-    valid: str = "0",
-    test: str = "0",
-    seed: int = 0,
-    max_length: int | None = None,
-    length_policy: str = "drop",
-    train_on: str = "assistant",
-    max_reject_ratio: float | None = None,
     threads: int | None = None,
     force: bool = False,
     progress: Callable[[dict[str, float]], object] | None = None,
 ) -> str:
-    """Runs the whole prepare pipeline with the interpreter released; returns the report as JSON."""
+    """Runs the whole prepare pipeline with the interpreter released; returns the report as JSON.
+    ``settings`` is a JSON object of settings (``prepare_settings``; unknown keys are refused)."""
 
 def normalize(record: str, *, format: str | None = None) -> str:
     """What a template sees of one record (JSON): ``{"format", "messages", "tools"}``,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ftx import _core
 from ftx.errors import ConfigError
 from ftx.tabular import is_tabular, to_json_lines
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 TrainOn = Literal["assistant", "last", "all"]
 LengthPolicy = Literal["drop", "truncate", "error"]
@@ -84,6 +87,34 @@ class PrepareReport:
         )
 
 
+class PrepareSettings(TypedDict, total=False):
+    """What ``prepare`` makes of its inputs, as keywords. The settings themselves (defaults,
+    choices, what each changes) are declared once, in Rust (``ftx-core/src/options.rs``,
+    ``_core.prepare_settings()``); a test keeps these keys equal to them."""
+
+    format: str | None
+    columns: str | None
+    text_unit: Literal["line", "file"]
+    dedup: bool
+    valid: float | int | str
+    test: float | int | str
+    seed: int
+    max_length: int | None
+    length_policy: LengthPolicy
+    train_on: TrainOn
+    max_reject_ratio: float | None
+
+
+def check_settings(settings: Mapping[str, Any], source: str) -> None:
+    """Raises ``ConfigIssues`` naming every problem of ``settings`` (unknown keys, types,
+    choices, ranges), as the Rust engine finds them."""
+    from ftx.config import ConfigIssues, Issue
+
+    found = _core.check_settings(json.dumps(dict(settings), default=str))
+    if found:
+        raise ConfigIssues(source, [Issue(k, json.loads(v), allowed) for k, v, allowed in found])
+
+
 def prepare(
     inputs: str | Path | Sequence[str | Path],
     *,
@@ -91,29 +122,20 @@ def prepare(
     model: str | Path | None = None,
     tokenizer: str | Path | None = None,
     chat_template: str | None = None,
-    format: str | None = None,
-    columns: str | None = None,
-    text_unit: Literal["line", "file"] = "line",
-    dedup: bool = True,
-    valid: float | int | str = 0,
-    test: float | int | str = 0,
-    seed: int = 0,
-    max_length: int | None = None,
-    length_policy: LengthPolicy = "drop",
-    train_on: TrainOn = "assistant",
-    max_reject_ratio: float | None = None,
     threads: int | None = None,
     force: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
+    **settings: Unpack[PrepareSettings],
 ) -> PrepareReport:
     """Turns raw chat/instruction data into a memory-mappable token artifact at ``out``.
 
+    ``settings`` are those of ``_core.prepare_settings()`` (``ftx prepare --help`` shows them):
     ``valid``/``test`` take a ratio (``0.1``) or a number of records (``500``). The artifact is
-    published atomically; re-running with identical inputs and options is a cache hit.
+    published atomically; re-running with identical inputs and settings is a cache hit.
     """
-    for name, value in (("seed", seed), ("max_length", max_length), ("threads", threads)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ConfigError(f"{name} = {value!r}: must be a whole number, 0 or more")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads = {threads!r}: must be a whole number, 1 or more")
+    check_settings(settings, "ftx.prepare")
     patterns = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(p) for p in inputs]
     files = [Path(p) for p in _core.expand_inputs(patterns)]
     with tempfile.TemporaryDirectory(prefix="ftx-tables-") as work:
@@ -127,20 +149,10 @@ def prepare(
         text = _core.prepare(
             triples,
             str(out),
+            json.dumps(dict(settings)),
             model_dir=None if model is None else str(model),
             tokenizer=None if tokenizer is None else str(tokenizer),
             chat_template=chat_template,
-            format=format,
-            columns=columns,
-            text_unit=text_unit,
-            dedup=dedup,
-            valid=str(valid),
-            test=str(test),
-            seed=seed,
-            max_length=max_length,
-            length_policy=length_policy,
-            train_on=train_on,
-            max_reject_ratio=max_reject_ratio,
             threads=threads,
             force=force,
             progress=progress,

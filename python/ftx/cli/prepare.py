@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -13,39 +15,65 @@ from ftx.cli._common import EXIT_FAILED, common_options, guarded, print_json
 from ftx.report import err_console, out_console
 
 
+def _setting_option(s: _core.Setting) -> Callable[[F], F]:
+    """The flag of one setting of ``_core.prepare_settings()``. Not given is ``None``, so a
+    ``--config`` file's value stands; values are checked by the engine, with the file's."""
+    default = json.loads(s.default)
+    flag = "--" + s.name.replace("_", "-")
+    if s.kind == "flag":
+        if default:
+            text = f"Turn off {s.help[0].lower()}{s.help[1:]}"
+            return click.option(
+                f"--no-{flag[2:]}", f"no_{s.name}", is_flag=True, default=None, help=text
+            )
+        return click.option(flag, s.name, is_flag=True, default=None, help=s.help)
+    types: dict[str, Any] = {"int": click.INT, "ratio": click.FLOAT}
+    kind = click.Choice(s.choices) if s.choices else types.get(s.kind, click.STRING)
+    shown = "" if default is None else f"  [default: {default}]"
+    return click.option(flag, s.name, type=kind, default=None, help=s.help + shown)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setting_options(f: F) -> F:
+    """A flag per setting, in the engine's order."""
+    for s in reversed(_core.prepare_settings()):
+        f = _setting_option(s)(f)
+    return f
+
+
+# Keys of a --config file besides the settings: where the data comes from and goes, how it runs.
+RUN_KEYS = ("inputs", "model", "out", "tokenizer", "chat_template", "threads")
+
+
+def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A --config file's run keys and its settings as given (the engine checks them)."""
+    from ftx.config import read_yaml
+
+    data = read_yaml(path)
+    run = {k: data.pop(k) for k in RUN_KEYS if k in data}
+    if isinstance(run.get("inputs"), str):
+        run["inputs"] = [run["inputs"]]
+    for key in ("model", "out", "tokenizer"):
+        if key in run:  # relative to the working directory, as train's paths are
+            run[key] = Path(str(run[key]))
+    return run, data
+
+
 @click.command("prepare")
 @click.argument("inputs", nargs=-1)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML file of settings and run keys (inputs, model, out, ...); flags override it.",
+)
 @click.option("--model", "-m", type=click.Path(path_type=Path), help="Local model folder.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Artifact folder (required).")
 @click.option("--tokenizer", type=click.Path(path_type=Path), help="tokenizer.json to use instead.")
 @click.option("--chat-template", help="Template file, or a shipped template name (chatml, ...).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(_core.format_names()),
-    help="Force one input format (default: detected per record).",
-)
-@click.option("--columns", help="Map other column names, e.g. instruction=question,output=answer.")
-@click.option("--text-unit", type=click.Choice(["line", "file"]), default="line", show_default=True)
-@click.option("--no-dedup", is_flag=True, help="Keep exact duplicates.")
-@click.option("--valid", default="0", show_default=True, help="Ratio (0.05) or count (500).")
-@click.option("--test", default="0", show_default=True, help="Ratio (0.05) or count (500).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--max-length", type=click.IntRange(min=1), help="Token limit per record.")
-@click.option(
-    "--length-policy",
-    type=click.Choice(["drop", "truncate", "error"]),
-    default="drop",
-    show_default=True,
-)
-@click.option(
-    "--train-on",
-    type=click.Choice(["assistant", "last", "all"]),
-    default="assistant",
-    show_default=True,
-    help="Which tokens carry loss.",
-)
-@click.option("--max-reject-ratio", type=click.FloatRange(0, 1), help="Fail above this ratio.")
+@setting_options
 @click.option(
     "--threads", type=click.IntRange(min=1), help="Default: FTX_NUM_THREADS or all cores."
 )
@@ -58,67 +86,72 @@ from ftx.report import err_console, out_console
 @common_options
 def command(
     inputs: tuple[str, ...],
+    config_file: Path | None,
     model: Path | None,
-    out: Path,
+    out: Path | None,
     tokenizer: Path | None,
     chat_template: str | None,
-    fmt: str | None,
-    columns: str | None,
-    text_unit: str,
-    no_dedup: bool,
-    valid: str,
-    test: str,
-    seed: int,
-    max_length: int | None,
-    length_policy: str,
-    train_on: str,
-    max_reject_ratio: float | None,
     threads: int | None,
     force: bool,
     check_template: bool,
     as_json: bool,
     quiet: bool,
     debug: bool,
+    **flags: Any,
 ) -> None:
     """Raw chat data in, training-ready token arrays out.
 
     INPUTS are JSONL/JSON/Parquet/CSV/TXT files (gzip or zstd too) or globs. Formats (OpenAI
-    messages, ShareGPT, Alpaca, prompt/completion, text) are detected per record.
+    messages, ShareGPT, Alpaca, prompt/completion, text) are detected per record. Every setting
+    is also a key of a --config file (max_length: 2048).
     """
-    from ftx.preparation import prepare
+    from ftx.preparation import check_settings, prepare
     from ftx.report import ProgressDisplay, prepare_table
 
-    if model is None and tokenizer is None:
+    run, settings = guarded(debug, lambda: _from_file(config_file)) if config_file else ({}, {})
+    for key, value in flags.items():
+        if value is not None:  # given on the command line: it wins over the file
+            negated = key.startswith("no_")
+            settings[key.removeprefix("no_")] = not value if negated else value
+    given: dict[str, Any] = {
+        "model": model,
+        "out": out,
+        "tokenizer": tokenizer,
+        "chat_template": chat_template,
+    }
+    given |= {"threads": threads, "inputs": list(inputs) or None}
+    run |= {k: v for k, v in given.items() if v is not None}
+    source = str(config_file) if config_file else "command line"
+    guarded(debug, lambda: check_settings(settings, source))
+    if run.get("model") is None and run.get("tokenizer") is None:
         raise click.UsageError("give --model DIR (or --tokenizer FILE)")
     if check_template:
-        _check_template(model, tokenizer, chat_template, train_on, as_json, debug)
+        train_on = str(settings.get("train_on", "assistant"))
+        _check_template(
+            run.get("model"),
+            run.get("tokenizer"),
+            run.get("chat_template"),
+            train_on,
+            as_json,
+            debug,
+        )
         return
-    if not inputs or out is None:
+    if not run.get("inputs") or run.get("out") is None:
         raise click.UsageError("give INPUTS and --out DIR (or --check-template)")
     show_progress = not quiet and not as_json and sys.stderr.isatty()
 
     def work() -> Any:
         with ProgressDisplay(enabled=show_progress) as display:
             return prepare(
-                list(inputs),
-                out=out,
-                model=model,
-                tokenizer=tokenizer,
-                chat_template=chat_template,
-                format=fmt,
-                columns=columns,
-                text_unit="file" if text_unit == "file" else "line",
-                dedup=not no_dedup,
-                valid=valid,
-                test=test,
-                seed=seed,
-                max_length=max_length,
-                length_policy=length_policy,  # type: ignore[arg-type]
-                train_on=train_on,  # type: ignore[arg-type]
-                max_reject_ratio=max_reject_ratio,
-                threads=threads,
+                [str(p) for p in run["inputs"]],
+                out=run["out"],
+                model=run.get("model"),
+                tokenizer=run.get("tokenizer"),
+                chat_template=run.get("chat_template"),
+                threads=run.get("threads"),
                 force=force,
                 progress=display.update,
+                **settings,
             )
 
     report = guarded(debug, work)

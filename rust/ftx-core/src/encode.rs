@@ -57,7 +57,8 @@ pub struct Encoder {
 }
 
 /// Which tokens of a chat record are trained.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TrainOn {
     /// Every assistant message whose `train` flag is set.
     #[default]

@@ -16,7 +16,7 @@ use crate::reject::{Reject, RejectCode};
 mod tests;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Format {
     /// OpenAI `messages` (also LLaMA-Factory kto rows and v1 `chosen_messages`).
     Messages,
@@ -62,6 +62,17 @@ impl Format {
     pub fn parse(s: &str) -> Option<Format> {
         let s = s.trim().to_ascii_lowercase().replace('-', "_");
         Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, f)| *f)
+    }
+}
+
+impl TryFrom<String> for Format {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Format::parse(&s).ok_or_else(|| {
+            let names: Vec<&str> = Format::NAMES.iter().map(|(n, _)| *n).collect();
+            format!("unknown format {s:?}; one of {}", names.join(", "))
+        })
     }
 }
 

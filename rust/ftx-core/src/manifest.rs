@@ -38,22 +38,6 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Every option that changes the output, in a fixed order.
-fn options_record(opts: &PrepareOptions) -> Value {
-    json!({
-        "format": opts.format.map(|f| f.as_str()),
-        "columns": opts.columns,
-        "text_unit": opts.text_unit,
-        "dedup": opts.dedup,
-        "valid": opts.valid,
-        "test": opts.test,
-        "seed": opts.seed,
-        "max_length": opts.max_length,
-        "length_policy": opts.length_policy,
-        "train_on": opts.train_on.as_str(),
-        "max_reject_ratio": opts.max_reject_ratio,
-    })
-}
-
 pub fn provenance(
     opts: &PrepareOptions,
     files: &ModelFiles,
@@ -85,7 +69,7 @@ pub fn provenance(
         "template": template.map(|t| json!({
             "sha256": sha256_bytes(t.source().as_bytes()),
         })),
-        "options": options_record(opts),
+        "options": opts.settings,
     });
     let hash = sha256_bytes(&serde_json::to_vec(&body).unwrap_or_default());
     Ok(Provenance { hash, body })

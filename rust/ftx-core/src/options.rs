@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::encode::TrainOn;
 use crate::formats::Format;
@@ -10,7 +10,7 @@ use crate::reader::{Input, TextUnit};
 use crate::split::SplitSize;
 
 /// What to do with a record longer than `max_length` tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LengthPolicy {
     /// Reject it (code `too_long`).
@@ -34,6 +34,254 @@ impl LengthPolicy {
     }
 }
 
+/// What `prepare` makes of its inputs: the settings a user gives as flags, in a `--config` file
+/// or as Python keywords, with the defaults they get. Each one changes the artifact, and the
+/// provenance key is this structure serialized (`manifest::provenance`), so a setting added here
+/// is in the key with no other edit. Unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub format: Option<Format>,
+    pub columns: Option<String>,
+    pub text_unit: TextUnit,
+    pub dedup: bool,
+    #[serde(deserialize_with = "split_size")]
+    pub valid: SplitSize,
+    #[serde(deserialize_with = "split_size")]
+    pub test: SplitSize,
+    pub seed: u64,
+    pub max_length: Option<usize>,
+    pub length_policy: LengthPolicy,
+    pub train_on: TrainOn,
+    /// Fail (and publish nothing) when more than this fraction of records is rejected.
+    pub max_reject_ratio: Option<f64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            format: None,
+            columns: None,
+            text_unit: TextUnit::Line,
+            dedup: true,
+            valid: SplitSize::Count(0),
+            test: SplitSize::Count(0),
+            seed: 0,
+            max_length: None,
+            length_policy: LengthPolicy::Drop,
+            train_on: TrainOn::Assistant,
+            max_reject_ratio: None,
+        }
+    }
+}
+
+/// A split size as users write it, `0.05` or `500` as a number or as text, or as the manifest
+/// records it (`{"count": 500}`).
+fn split_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SplitSize, D::Error> {
+    let text = match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        v @ serde_json::Value::Object(_) => {
+            return serde_json::from_value(v).map_err(serde::de::Error::custom)
+        }
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "{other} is neither a ratio in [0, 1) nor a whole number of records"
+            )))
+        }
+    };
+    SplitSize::parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// One setting as the CLI and the Python API present it; the kinds are `flag` (a bool), `int`,
+/// `ratio` (a float in [0, 1]), `split` (a ratio or a count), `choice` and `text`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingInfo {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub choices: Vec<&'static str>,
+    pub default: serde_json::Value,
+}
+
+/// The help text and kind of every field of `Settings`, in its order (a test checks they match).
+const DESCRIPTIONS: &[(&str, &str, &str)] = &[
+    (
+        "format",
+        "choice",
+        "Force one input format (default: detected per record).",
+    ),
+    (
+        "columns",
+        "text",
+        "Map other column names, e.g. instruction=question,output=answer.",
+    ),
+    (
+        "text_unit",
+        "choice",
+        "A .txt input is one document per line, or per file.",
+    ),
+    (
+        "dedup",
+        "flag",
+        "Exact-duplicate removal (the first copy is kept).",
+    ),
+    (
+        "valid",
+        "split",
+        "Validation split: a ratio (0.05) or a count (500).",
+    ),
+    (
+        "test",
+        "split",
+        "Test split: a ratio (0.05) or a count (500).",
+    ),
+    ("seed", "int", "Seed of the split."),
+    ("max_length", "int", "Token limit per record."),
+    (
+        "length_policy",
+        "choice",
+        "What happens to a record over max_length.",
+    ),
+    ("train_on", "choice", "Which tokens carry loss."),
+    (
+        "max_reject_ratio",
+        "ratio",
+        "Fail, publishing nothing, above this ratio of rejects.",
+    ),
+];
+
+impl Settings {
+    /// Every setting with its default, help and choices: what the CLI flags, `--config` and the
+    /// Python API are made from.
+    pub fn describe() -> Vec<SettingInfo> {
+        let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
+        DESCRIPTIONS
+            .iter()
+            .map(|&(name, kind, help)| SettingInfo {
+                name,
+                kind,
+                help,
+                choices: match name {
+                    "format" => Format::NAMES.iter().map(|(n, _)| *n).collect(),
+                    "text_unit" => vec!["line", "file"],
+                    "length_policy" => vec!["drop", "truncate", "error"],
+                    "train_on" => vec!["assistant", "last", "all"],
+                    _ => Vec::new(),
+                },
+                // A split size as users write it (`0.05`, `500`), not as the manifest does.
+                default: match &defaults[name] {
+                    serde_json::Value::Object(o) if kind == "split" => {
+                        o.values().next().cloned().unwrap_or_default()
+                    }
+                    v => v.clone(),
+                },
+            })
+            .collect()
+    }
+
+    /// The settings of `keys` laid over the defaults, or every problem found: each key alone
+    /// (unknown, wrong type, not one of the choices, out of range), named with its value.
+    pub fn from_keys(
+        keys: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, Vec<Issue>> {
+        let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
+        let mut issues = Vec::new();
+        for (key, value) in keys {
+            let mut one = defaults.clone();
+            one[key.as_str()] = value.clone();
+            let problem = match serde_json::from_value::<Settings>(one) {
+                Err(e) => Some(describe_error(key, &e.to_string())),
+                Ok(s) => s.range_problem(key),
+            };
+            if let Some(allowed) = problem {
+                issues.push(Issue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    allowed,
+                });
+            }
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let mut all = defaults;
+        for (key, value) in keys {
+            all[key.as_str()] = value.clone();
+        }
+        serde_json::from_value(all).map_err(|e| {
+            vec![Issue {
+                key: String::new(),
+                value: serde_json::Value::Null,
+                allowed: e.to_string(),
+            }]
+        })
+    }
+
+    fn range_problem(&self, key: &str) -> Option<String> {
+        match key {
+            "max_length" if self.max_length == Some(0) => Some("a token count, 1 or more".into()),
+            "max_reject_ratio"
+                if self
+                    .max_reject_ratio
+                    .is_some_and(|r| !(0.0..=1.0).contains(&r)) =>
+            {
+                Some("a ratio from 0 to 1".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// serde's message for one key, said as what the key allows.
+fn describe_error(key: &str, message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    match message.strip_prefix("unknown field ") {
+        Some(rest) => {
+            let known: Vec<&str> = DESCRIPTIONS.iter().map(|d| d.0).collect();
+            let near = known
+                .iter()
+                .min_by_key(|k| edit_distance(k, key))
+                .filter(|k| edit_distance(k, key) <= 3);
+            let hint = near.map_or(String::new(), |k| format!("did you mean {k:?}? "));
+            debug_assert!(rest.contains(key));
+            format!("unknown key; {hint}known keys: {}", known.join(", "))
+        }
+        // serde's Rust type names, said as numbers.
+        None if message.ends_with("expected u64") || message.ends_with("expected usize") => {
+            format!("{message}: a whole number, 0 or more")
+        }
+        None if message.ends_with("expected f64") => format!("{message}: a number"),
+        None => message.to_string(),
+    }
+}
+
+/// Edit distance, for "did you mean" (keys are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// One configuration problem: which key, what was given, what is allowed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Issue {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub allowed: String,
+}
+
+/// A prepare run: its inputs and output, where the tokenizer and template come from, how it
+/// runs (none of which changes the artifact's bytes), and its `settings`.
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
     pub inputs: Vec<Input>,
@@ -44,18 +292,7 @@ pub struct PrepareOptions {
     pub tokenizer: Option<PathBuf>,
     /// A template file, or the name of a template shipped with ftx.
     pub chat_template: Option<String>,
-    pub format: Option<Format>,
-    pub columns: Option<String>,
-    pub text_unit: TextUnit,
-    pub dedup: bool,
-    pub valid: SplitSize,
-    pub test: SplitSize,
-    pub seed: u64,
-    pub max_length: Option<usize>,
-    pub length_policy: LengthPolicy,
-    pub train_on: TrainOn,
-    /// Fail (and publish nothing) when more than this fraction of records is rejected.
-    pub max_reject_ratio: Option<f64>,
+    pub settings: Settings,
     /// Worker threads; `None` reads `FTX_NUM_THREADS`, else all cores.
     pub threads: Option<usize>,
     /// Rebuild even when the artifact on disk has the same provenance.
@@ -70,17 +307,7 @@ impl PrepareOptions {
             model_dir: None,
             tokenizer: None,
             chat_template: None,
-            format: None,
-            columns: None,
-            text_unit: TextUnit::Line,
-            dedup: true,
-            valid: SplitSize::Ratio(0.0),
-            test: SplitSize::Ratio(0.0),
-            seed: 0,
-            max_length: None,
-            length_policy: LengthPolicy::Drop,
-            train_on: TrainOn::Assistant,
-            max_reject_ratio: None,
+            settings: Settings::default(),
             threads: None,
             force: false,
         }
@@ -101,4 +328,76 @@ pub fn num_threads(explicit: Option<usize>) -> usize {
                 .map(|n| n.get())
                 .unwrap_or(1)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn keys(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn every_field_is_described_in_order_and_every_choice_is_accepted() {
+        let fields: Vec<String> = keys(serde_json::to_value(Settings::default()).unwrap())
+            .keys()
+            .cloned()
+            .collect();
+        let described: Vec<&str> = Settings::describe().iter().map(|s| s.name).collect();
+        assert_eq!(fields, described);
+        for s in Settings::describe() {
+            for choice in &s.choices {
+                let one = keys(json!({ s.name: choice }));
+                assert!(Settings::from_keys(&one).is_ok(), "{} = {choice}", s.name);
+            }
+            // serde names what the enum allows when refused: exactly the listed choices.
+            if !s.choices.is_empty() && s.name != "format" {
+                let err = Settings::from_keys(&keys(json!({ s.name: "nope" }))).unwrap_err();
+                for choice in &s.choices {
+                    assert!(err[0].allowed.contains(&format!("`{choice}`")), "{err:?}");
+                }
+                assert_eq!(err[0].allowed.matches('`').count(), 2 * s.choices.len() + 2);
+            }
+        }
+    }
+
+    #[test]
+    fn the_defaults_round_trip_and_are_what_users_get() {
+        let s = Settings::from_keys(&Map::new()).unwrap();
+        assert_eq!(s, Settings::default());
+        let back: Settings = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let given = Settings::from_keys(&keys(json!({
+            "format": "openai", "valid": 0.05, "test": "500", "dedup": false, "seed": 3,
+        })))
+        .unwrap();
+        assert_eq!(given.format, Some(Format::Messages));
+        assert_eq!(given.valid, SplitSize::Ratio(0.05));
+        assert_eq!(given.test, SplitSize::Count(500));
+        assert!(!given.dedup);
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once_with_its_key_and_value() {
+        let err = Settings::from_keys(&keys(json!({
+            "max_lenght": 5, "seed": -1, "valid": 1.5, "train_on": "user",
+            "max_length": 0, "max_reject_ratio": 2.0, "format": "csv",
+        })))
+        .unwrap_err();
+        let by_key = |k: &str| err.iter().find(|i| i.key == k).unwrap().allowed.clone();
+        assert_eq!(err.len(), 7, "{err:?}");
+        assert!(by_key("max_lenght").contains("did you mean \"max_length\""));
+        assert!(by_key("seed").contains("-1"));
+        assert!(by_key("valid").contains("ratio in [0, 1)"));
+        assert!(by_key("train_on").contains("`assistant`"));
+        assert!(by_key("max_length").contains("1 or more"));
+        assert!(by_key("max_reject_ratio").contains("from 0 to 1"));
+        assert!(by_key("format").contains("sharegpt"));
+        assert_eq!(
+            err.iter().find(|i| i.key == "seed").unwrap().value,
+            json!(-1)
+        );
+    }
 }

@@ -112,8 +112,8 @@ pub fn prepare(
     let _claim = crate::output::claim(&opts.out_dir, &inputs, opts.force)?;
 
     let format_opts = FormatOptions {
-        forced: opts.format,
-        columns: match &opts.columns {
+        forced: opts.settings.format,
+        columns: match &opts.settings.columns {
             Some(spec) => crate::formats::Columns::parse(spec)
                 .map_err(|e| Error::Config(format!("--columns: {e}")))?,
             None => Default::default(),
@@ -124,7 +124,7 @@ pub fn prepare(
         template,
         template_label,
         format_opts,
-        seed: opts.seed,
+        seed: opts.settings.seed,
         splitter: Splitter {
             valid: 0.0,
             test: 0.0,
@@ -134,7 +134,7 @@ pub fn prepare(
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
 
     let staging = StagingDir::new(&engine.opts.out_dir)?;
-    let mut sink = Sink::create(staging.path(), engine.opts.dedup)?;
+    let mut sink = Sink::create(staging.path(), engine.opts.settings.dedup)?;
     let mut prog = Progress::default();
     let mut chat_seen = 0u64;
     let mut chat_failed = 0u64;
@@ -180,7 +180,7 @@ pub fn prepare(
 
     let total = prog.records;
     let rejected = sink.rejected_total();
-    if let Some(max) = engine.opts.max_reject_ratio {
+    if let Some(max) = engine.opts.settings.max_reject_ratio {
         if total > 0 && rejected as f64 / total as f64 > max {
             let kept = sink.salvage_rejects(&engine.opts.out_dir);
             return Err(Error::Data(format!(
@@ -235,14 +235,20 @@ fn for_each_batch(
             let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
             for (i, input) in engine.opts.inputs.iter().enumerate() {
                 let mut alive = true;
-                let r = read_input(input, i as u32, engine.opts.text_unit, &mut |raw| {
-                    chunk.push(raw);
-                    if chunk.len() == CHUNK_RECORDS {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
-                        alive = tx.send(Ok(full)).is_ok();
-                    }
-                    alive
-                });
+                let r = read_input(
+                    input,
+                    i as u32,
+                    engine.opts.settings.text_unit,
+                    &mut |raw| {
+                        chunk.push(raw);
+                        if chunk.len() == CHUNK_RECORDS {
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
+                            alive = tx.send(Ok(full)).is_ok();
+                        }
+                        alive
+                    },
+                );
                 if let Err(e) = r {
                     let _ = tx.send(Err(e));
                     return;
@@ -309,8 +315,8 @@ fn located(
 /// policies, so it is rejected before it is parsed, rendered or tokenized in full: a token is
 /// at most the tokenizer's longest token, and JSON escapes at most 6 bytes per byte.
 fn early_limit(engine: &Engine) -> Option<usize> {
-    let max_length = engine.opts.max_length?;
-    if engine.opts.length_policy == LengthPolicy::Truncate {
+    let max_length = engine.opts.settings.max_length?;
+    if engine.opts.settings.length_policy == LengthPolicy::Truncate {
         return None;
     }
     let per_token = engine.encoder.max_token_bytes().max(1);
@@ -348,7 +354,7 @@ fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<Record, Reject
                     "the record is {} bytes, too many for --max-length {} tokens however it \
                      tokenizes",
                     raw.bytes.len(),
-                    engine.opts.max_length.unwrap_or(0)
+                    engine.opts.settings.max_length.unwrap_or(0)
                 ),
             ));
         }
@@ -394,7 +400,7 @@ fn process(engine: &Engine, raw: &RawRecord) -> Processed {
             Some(t) => t.render(messages, tools, false).and_then(|r| {
                 engine
                     .encoder
-                    .encode_chat(&r, messages, engine.opts.train_on)
+                    .encode_chat(&r, messages, engine.opts.settings.train_on)
             }),
         },
     };
@@ -413,14 +419,14 @@ fn apply_length_policy(
     engine: &Engine,
     mut enc: Encoded,
 ) -> std::result::Result<(Encoded, bool), Reject> {
-    let Some(max) = engine.opts.max_length else {
+    let Some(max) = engine.opts.settings.max_length else {
         return Ok((enc, false));
     };
     let n = enc.ids.len();
     if n <= max {
         return Ok((enc, false));
     }
-    match engine.opts.length_policy {
+    match engine.opts.settings.length_policy {
         // `error` is raised by the merge step, which knows the record's location.
         LengthPolicy::Drop | LengthPolicy::Error => Err(Reject::new(
             RejectCode::TooLong,
@@ -444,7 +450,7 @@ fn apply_length_policy(
 /// Decides the split thresholds. Ratios need nothing; counts need the units of every distinct
 /// usable record first, from a quick parse-only pass.
 fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
-    let (valid, test) = (engine.opts.valid, engine.opts.test);
+    let (valid, test) = (engine.opts.settings.valid, engine.opts.settings.test);
     if let (SplitSize::Ratio(v), SplitSize::Ratio(t)) = (valid, test) {
         if v + t >= 1.0 {
             return Err(Error::Config(format!(
@@ -469,18 +475,23 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
                 .collect();
             chunk.clear();
             for (fp, u) in found.into_iter().flatten() {
-                if !engine.opts.dedup || seen.insert(fp) {
+                if !engine.opts.settings.dedup || seen.insert(fp) {
                     units.push(u);
                 }
             }
         };
-        read_input(input, i as u32, engine.opts.text_unit, &mut |raw| {
-            chunk.push(raw);
-            if chunk.len() >= CHUNK_RECORDS * 8 {
-                flush(&mut chunk);
-            }
-            !cancel.load(Ordering::Relaxed)
-        })?;
+        read_input(
+            input,
+            i as u32,
+            engine.opts.settings.text_unit,
+            &mut |raw| {
+                chunk.push(raw);
+                if chunk.len() >= CHUNK_RECORDS * 8 {
+                    flush(&mut chunk);
+                }
+                !cancel.load(Ordering::Relaxed)
+            },
+        )?;
         flush(&mut chunk);
     }
     if cancel.load(Ordering::Relaxed) {
@@ -543,7 +554,7 @@ impl Sink {
         match p.outcome {
             Err(Rejected { reject, bytes }) => {
                 if reject.code == RejectCode::TooLong
-                    && engine.opts.length_policy == LengthPolicy::Error
+                    && engine.opts.settings.length_policy == LengthPolicy::Error
                 {
                     return Err(Error::Data(format!(
                         "{}:{}: {} (--length-policy error)",

@@ -70,7 +70,7 @@ impl Engine {
         let (encoder, files, _) = model::load(opts)?;
         let (template, label) = model::template(opts, &files)?;
         let format_opts = FormatOptions {
-            forced: opts.format,
+            forced: opts.settings.format,
             ..FormatOptions::default()
         };
         Ok(Engine {
@@ -121,7 +121,7 @@ pub fn preview(opts: &PrepareOptions, records: Vec<Json>) -> Result<Json> {
             };
             match t.render(&messages, &tools, false).and_then(|r| {
                 encoder
-                    .encode_chat(&r, &messages, opts.train_on)
+                    .encode_chat(&r, &messages, opts.settings.train_on)
                     .map(|e| (r.text, e))
             }) {
                 Ok((text, e)) => item(encoder, &text, e.ids, e.mask),

@@ -51,6 +51,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare::expand_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::prepare, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::builtin_templates, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare::prepare_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare::check_settings, m)?)?;
+    m.add_class::<prepare::Setting>()?;
     m.add_function(wrap_pyfunction!(preview::normalize, m)?)?;
     m.add_function(wrap_pyfunction!(preview::render_chat, m)?)?;
     m.add_function(wrap_pyfunction!(preview::preview, m)?)?;

@@ -3,17 +3,12 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ftx_core::options::{LengthPolicy, PrepareOptions};
-use ftx_core::reader::{Input, TextUnit};
-use ftx_core::split::SplitSize;
+use ftx_core::options::{Issue, PrepareOptions, Settings};
+use ftx_core::reader::Input;
 use ftx_core::Error;
 use pyo3::prelude::*;
 
 use crate::errors;
-
-fn config(msg: String) -> Error {
-    Error::Config(msg)
-}
 
 /// Expands globs and checks that every input exists; returns paths in the order given.
 #[pyfunction]
@@ -27,36 +22,79 @@ pub fn builtin_templates() -> Vec<&'static str> {
     ftx_core::template::builtin_names().to_vec()
 }
 
+/// One setting of ``prepare`` as the CLI and the Python API present it.
+#[pyclass(frozen, get_all, module = "ftx._core")]
+pub struct Setting {
+    name: &'static str,
+    /// ``flag``, ``int``, ``ratio``, ``split``, ``choice`` or ``text``.
+    kind: &'static str,
+    help: &'static str,
+    choices: Vec<&'static str>,
+    /// The default as JSON text (``null``, ``true``, ``0``, ``"line"``).
+    default: String,
+}
+
+/// Every setting of ``prepare`` (what its flags, ``--config`` keys and keywords are made from).
+#[pyfunction]
+pub fn prepare_settings() -> Vec<Setting> {
+    ftx_core::options::Settings::describe()
+        .into_iter()
+        .map(|s| Setting {
+            name: s.name,
+            kind: s.kind,
+            help: s.help,
+            choices: s.choices,
+            default: s.default.to_string(),
+        })
+        .collect()
+}
+
+/// The problems of a mapping of settings (JSON text), each ``(key, value as JSON, allowed)``;
+/// empty when it is valid.
+#[pyfunction]
+pub fn check_settings(py: Python<'_>, settings: String) -> PyResult<Vec<(String, String, String)>> {
+    errors::run(py, move || {
+        Ok(match settings_from(&settings) {
+            Ok(_) => Vec::new(),
+            Err(issues) => issues
+                .into_iter()
+                .map(|i| (i.key, i.value.to_string(), i.allowed))
+                .collect(),
+        })
+    })
+}
+
+fn settings_from(text: &str) -> Result<Settings, Vec<Issue>> {
+    let keys: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| {
+            vec![Issue {
+                key: String::new(),
+                value: serde_json::Value::Null,
+                allowed: format!("settings must be a JSON object ({e})"),
+            }]
+        })?;
+    Settings::from_keys(&keys)
+}
+
 /// Runs the whole prepare pipeline with the interpreter released and returns the report as a
-/// JSON string. ``inputs`` holds ``(path_to_read, original_path, line_offset)`` triples.
+/// JSON string. ``inputs`` holds ``(path_to_read, original_path, line_offset)`` triples,
+/// ``settings`` a JSON object of settings (``prepare_settings``; unknown keys are refused).
 /// ``progress`` is called with a dict of counters after every batch; Ctrl-C stops the run
 /// cleanly (nothing is published) and raises ``KeyboardInterrupt``.
 #[pyfunction]
 #[pyo3(signature = (
-    inputs, out_dir, *, model_dir=None, tokenizer=None, chat_template=None, format=None,
-    columns=None, text_unit="line", dedup=true, valid="0", test="0", seed=0, max_length=None,
-    length_policy="drop", train_on="assistant", max_reject_ratio=None, threads=None,
-    force=false, progress=None
+    inputs, out_dir, settings="{}", *, model_dir=None, tokenizer=None, chat_template=None,
+    threads=None, force=false, progress=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn prepare(
     py: Python<'_>,
     inputs: Vec<(PathBuf, PathBuf, u64)>,
     out_dir: PathBuf,
+    settings: &str,
     model_dir: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
     chat_template: Option<String>,
-    format: Option<String>,
-    columns: Option<String>,
-    text_unit: &str,
-    dedup: bool,
-    valid: &str,
-    test: &str,
-    seed: u64,
-    max_length: Option<usize>,
-    length_policy: &str,
-    train_on: &str,
-    max_reject_ratio: Option<f64>,
     threads: Option<usize>,
     force: bool,
     progress: Option<Py<PyAny>>,
@@ -74,35 +112,13 @@ pub fn prepare(
         o.model_dir = model_dir;
         o.tokenizer = tokenizer;
         o.chat_template = chat_template;
-        o.format = match format {
-            Some(f) => Some(
-                ftx_core::formats::Format::parse(&f)
-                    .ok_or_else(|| config(format!("format: unknown format {f:?}")))?,
-            ),
-            None => None,
-        };
-        o.columns = columns;
-        o.text_unit = match text_unit {
-            "line" => TextUnit::Line,
-            "file" => TextUnit::File,
-            other => return Err(config(format!("text_unit: {other:?} is not line or file"))),
-        };
-        o.dedup = dedup;
-        o.valid = SplitSize::parse(valid).map_err(|e| config(format!("valid: {e}")))?;
-        o.test = SplitSize::parse(test).map_err(|e| config(format!("test: {e}")))?;
-        o.seed = seed;
-        o.max_length = max_length;
-        o.length_policy = LengthPolicy::parse(length_policy).ok_or_else(|| {
-            config(format!(
-                "length_policy: {length_policy:?} is not drop, truncate or error"
-            ))
+        o.settings = settings_from(settings).map_err(|issues| {
+            let lines: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{} = {}: {}", i.key, i.value, i.allowed))
+                .collect();
+            Error::Config(format!("settings: {}", lines.join("; ")))
         })?;
-        o.train_on = ftx_core::encode::TrainOn::parse(train_on).ok_or_else(|| {
-            config(format!(
-                "train_on: {train_on:?} is not assistant, last or all"
-            ))
-        })?;
-        o.max_reject_ratio = max_reject_ratio;
         o.threads = threads;
         o.force = force;
         Ok(o)

@@ -101,8 +101,8 @@ pub fn preview(
         o.model_dir = model_dir;
         o.tokenizer = tokenizer;
         o.chat_template = chat_template;
-        o.format = format_option(format)?;
-        o.train_on = ftx_core::encode::TrainOn::parse(&train_on).ok_or_else(|| {
+        o.settings.format = format_option(format)?;
+        o.settings.train_on = ftx_core::encode::TrainOn::parse(&train_on).ok_or_else(|| {
             Error::Config(format!(
                 "train_on: {train_on:?} is not assistant, last or all"
             ))
