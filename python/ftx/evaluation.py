@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 
 from ftx.data import read_manifest
 from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
+from ftx.files import write_text_atomic
 from ftx.heldout import HeldOut, read_heldout
 from ftx.scoring import Rates, Score, rates, score
 
@@ -192,19 +191,6 @@ def _check(
     return _Inputs(model, adapter, prepared, heldout, files[0] if files else None)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _example_lines(
     inputs: _Inputs, prompts: list[str], results: list[ModelResult]
 ) -> list[dict[str, Any]]:
@@ -239,11 +225,11 @@ def _write_results(
     }
     if examples:
         lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in examples)
-        _write_atomic(out_dir / EXAMPLES, lines)
+        write_text_atomic(out_dir / EXAMPLES, lines)
     else:
         (out_dir / EXAMPLES).unlink(missing_ok=True)
     body = {**result.to_dict(), "provenance": provenance}
-    _write_atomic(out_dir / RESULTS, json.dumps(body, indent=2) + "\n")
+    write_text_atomic(out_dir / RESULTS, json.dumps(body, indent=2) + "\n")
 
 
 def evaluate(

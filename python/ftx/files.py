@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,8 +36,17 @@ def sha256_file(path: Path) -> str:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temp)`` fills a temporary file that then replaces ``path``."""
-    temp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+    """``write(temp)`` fills a temporary file that then replaces ``path``. The temporary name is
+    unique, so two writers never fill one file, and keeps ``path``'s suffix (MLX adds
+    ``.safetensors`` to a name without it)."""
+    try:
+        fd, name = tempfile.mkstemp(
+            prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix, dir=path.parent
+        )
+    except OSError as e:
+        raise FtxIOError(f"{path}: cannot write ({_reason(e)})") from e
+    os.close(fd)
+    temp = Path(name)
     try:
         write(temp)
         fsync_path(temp)
@@ -45,6 +55,9 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     except (OSError, RuntimeError) as e:  # MLX raises RuntimeError on a failed write
         temp.unlink(missing_ok=True)
         raise FtxIOError(f"{path}: cannot write ({_reason(e)})") from e
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -242,13 +242,8 @@ def _fuse(
     start: float,
 ) -> FuseReport:
     from ftx import __version__
-    from ftx.export.merge import (
-        base_grids,
-        float_dtype,
-        load_adapter_into,
-        load_base,
-        quantized_specs,
-    )
+    from ftx.export.merge import base_grids, load_adapter_into, load_base, quantized_specs
+    from ftx.tuner.model import float_dtype
 
     provenance["ftx_version"] = __version__
     model, config = load_base(model_dir)
@@ -311,14 +306,17 @@ class _Job:
 
     def merge(self, dequantize: bool) -> list[FusedLayer]:
         """Merges the adapter layers; the float fused model, in the output dtype."""
+        import mlx.core as mx
         from mlx_lm.utils import dequantize_model
 
-        from ftx.export.merge import cast_floats, fuse_adapters
+        from ftx.export.merge import fuse_adapters
+        from ftx.tuner.model import cast_floats
 
         fused = fuse_adapters(self.model)
         if dequantize:
             self.model = dequantize_model(self.model)
         cast_floats(self.model, self.dtype)
+        mx.eval(self.model.parameters())
         return fused
 
     def group_size(self, bits: int) -> int:

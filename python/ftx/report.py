@@ -3,49 +3,50 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
-from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, ProgressColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ftx.preparation import PrepareReport
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Progress and logs go to stderr so that stdout carries only results (one JSON object with --json).
 err_console = Console(stderr=True)
 out_console = Console()
 
 
-class ProgressDisplay:
-    """A live line of counters on stderr while the engine runs; inert when disabled."""
+class LiveProgress:
+    """A rich progress display, transient, started and stopped with the context; inert when
+    disabled. Subclasses say what it shows (``columns``, ``task``) and feed it (``show``)."""
 
-    def __init__(self, enabled: bool) -> None:
+    name = ""
+
+    def __init__(self, enabled: bool, console: Console | None = None) -> None:
         self.enabled = enabled
+        self.console = console or err_console
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
-    def __enter__(self) -> ProgressDisplay:
+    def columns(self) -> list[ProgressColumn]:
+        return [TextColumn(f"[bold]{self.name}[/]"), TextColumn("{task.fields[line]}")]
+
+    def task(self) -> dict[str, Any]:
+        return {"line": "starting", "total": None}
+
+    def __enter__(self) -> Self:
         if self.enabled:
-            self._progress = Progress(
-                TextColumn("[bold]prepare[/]"),
-                TextColumn("{task.fields[line]}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            )
+            self._progress = Progress(*self.columns(), console=self.console, transient=True)
             self._progress.start()
-            self._task = self._progress.add_task("prepare", line="starting", total=None)
+            self._task = self._progress.add_task(self.name, **self.task())
         return self
 
-    def update(self, p: dict[str, float]) -> None:
-        if self._progress is None or self._task is None:
-            return
-        secs = max(p["elapsed_s"], 1e-9)
-        line = (
-            f"{int(p['records']):,} records ({p['records'] / secs:,.0f}/s) · "
-            f"{int(p['tokens']):,} tokens ({p['tokens'] / secs:,.0f}/s) · "
-            f"{int(p['rejected']):,} rejected · {int(p['duplicates']):,} duplicates"
-        )
-        self._progress.update(self._task, line=line)
+    def show(self, **fields: Any) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, **fields)
 
     def __exit__(
         self,
@@ -55,6 +56,24 @@ class ProgressDisplay:
     ) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+class ProgressDisplay(LiveProgress):
+    """A live line of prepare's counters on stderr while the engine runs."""
+
+    name = "prepare"
+
+    def columns(self) -> list[ProgressColumn]:
+        return [*super().columns(), TimeElapsedColumn()]
+
+    def update(self, p: dict[str, float]) -> None:
+        secs = max(p["elapsed_s"], 1e-9)
+        line = (
+            f"{int(p['records']):,} records ({p['records'] / secs:,.0f}/s) · "
+            f"{int(p['tokens']):,} tokens ({p['tokens'] / secs:,.0f}/s) · "
+            f"{int(p['rejected']):,} rejected · {int(p['duplicates']):,} duplicates"
+        )
+        self.show(line=line)
 
 
 def prepare_table(r: PrepareReport) -> Group:

@@ -605,6 +605,31 @@ def test_cli_fuse_json_and_errors(tiny_llama: Path, lora: Path, tmp_path: Path) 
     assert result.exit_code == 2 and "not a new or empty folder" in result.stderr
 
 
+def test_cli_fuse_takes_a_config_file_and_names_its_problems(
+    tiny_llama: Path, lora: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from ftx.cli import cli
+
+    config = tmp_path / "fuse.yaml"
+    config.write_text(f"model: {tiny_llama}\nadapter: {lora}\nout: {tmp_path / 'o'}\n")
+    result = CliRunner().invoke(cli, ["fuse", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["format"] == "mlx"
+    # A flag overrides the file.
+    result = CliRunner().invoke(
+        cli, ["fuse", "--config", str(config), "--out", str(tmp_path / "p")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p").is_dir()
+    config.write_text(f"model: {tiny_llama}\nquantise: 4\nformat: onnx\ngroup_size: big\n")
+    result = CliRunner().invoke(cli, ["fuse", "--config", str(config)])
+    assert result.exit_code == 2 and "3 configuration problem(s)" in result.stderr
+    assert "did you mean 'quantize'" in result.stderr
+    assert "format = 'onnx'" in result.stderr and "group_size = 'big'" in result.stderr
+
+
 def test_fuse_help_does_not_import_mlx() -> None:
     code = (
         "from ftx.cli import main\ntry:\n    main(['fuse', '--help'])\nexcept SystemExit:\n    pass"

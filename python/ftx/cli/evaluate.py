@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ftx.cli._common import common_options, guarded, print_json
+from ftx.cli._common import common_options, config_file_option, guarded, print_json
 from ftx.report import err_console, out_console
 
 # metric key -> (label, is a rate shown in percent, lower is better)
@@ -86,6 +86,7 @@ def results_view(r: Any) -> Group:
 
 
 @click.command("evaluate")
+@config_file_option
 @click.option(
     "--model",
     required=True,

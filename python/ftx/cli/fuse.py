@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ftx.cli._common import common_options, guarded, print_json
+from ftx.cli._common import common_options, config_file_option, guarded, print_json
 from ftx.fuse import (
     DEFAULT_GROUP_SIZE,
     FLOAT_DTYPES,
@@ -61,6 +61,7 @@ def _summary(r: FuseReport) -> Table:
 
 
 @click.command("fuse")
+@config_file_option
 @click.option(
     "--model",
     "-m",

@@ -22,11 +22,9 @@ from mlx_lm.tuner.utils import load_adapters
 from mlx_lm.utils import load_model
 
 from ftx.errors import ConfigError, FtxFileNotFoundError
-from ftx.tuner.model import flatten
 
 ADAPTERS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
 @dataclass(frozen=True)
@@ -168,25 +166,3 @@ def set_quantization_entry(config: dict[str, Any], model: nn.Module) -> None:
     entry.update({n: s.entry() for n, s in specs.items() if s != common})
     config["quantization"] = entry
     config["quantization_config"] = dict(entry)
-
-
-def float_dtype(model: nn.Module) -> str:
-    """The most common float dtype of the weights (quantization scales included)."""
-    counts: Counter[str] = Counter()
-    for _, v in flatten(model.parameters()):
-        if mx.issubdtype(v.dtype, mx.floating):
-            counts[str(v.dtype).removeprefix("mlx.core.")] += v.size
-    return counts.most_common(1)[0][0] if counts else "float32"
-
-
-def cast_floats(model: nn.Module, dtype: str) -> None:
-    """Casts every float weight of the non-quantized layers to ``dtype``."""
-    quantized = set(quantized_specs(model))
-    target = DTYPES[dtype]
-    weights = [
-        (k, v.astype(target))
-        for k, v in flatten(model.parameters())
-        if mx.issubdtype(v.dtype, mx.floating) and k.rsplit(".", 1)[0] not in quantized
-    ]
-    model.load_weights(weights, strict=False)
-    mx.eval(model.parameters())

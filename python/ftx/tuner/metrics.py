@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 from ftx.files import write_text_atomic
+from ftx.report import LiveProgress
 
 # Every line of metrics.jsonl has all of these keys; a value not measured at that step is null.
 KEYS = (
@@ -72,41 +72,29 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-class ProgressBar:
-    """Steps done, ETA and the latest losses on stderr; inert when disabled."""
+class ProgressBar(LiveProgress):
+    """Steps done, ETA and the latest losses on stderr."""
+
+    name = "train"
 
     def __init__(
         self, total: int, enabled: bool, console: Console | None = None, start: int = 0
     ) -> None:
+        super().__init__(enabled, console)
         self.total, self.start = total, start
-        self.enabled = enabled
-        self.console = console or Console(stderr=True)
-        self._progress: Progress | None = None
-        self._task: Any = None
         self._losses = {"train": "-", "val": "-"}
         self._speed = ""
 
-    def __enter__(self) -> ProgressBar:
-        if self.enabled:
-            self._progress = Progress(
-                TextColumn("[bold]train[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[line]}"),
-                console=self.console,
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(
-                "train", total=self.total, completed=self.start, line=""
-            )
-        return self
+    def columns(self) -> list[ProgressColumn]:
+        name, line = super().columns()
+        clock = [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+        return [name, BarColumn(), MofNCompleteColumn(), *clock, line]
+
+    def task(self) -> dict[str, Any]:
+        return {"total": self.total, "completed": self.start, "line": ""}
 
     def __call__(self, record: dict[str, Any]) -> None:
-        if self._progress is None or record.get("event"):
+        if record.get("event"):
             return
         for key in ("train", "val"):
             if record.get(f"{key}_loss") is not None:
@@ -114,13 +102,4 @@ class ProgressBar:
         if record.get("trained_tokens_per_s") is not None:
             self._speed = f" · {record['trained_tokens_per_s']:,.0f} trained tok/s"
         line = f"loss {self._losses['train']} · val {self._losses['val']}{self._speed}"
-        self._progress.update(self._task, completed=record["step"], line=line)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self.show(completed=record["step"], line=line)

@@ -8,6 +8,7 @@ Architectures and LoRA layers are mlx-lm's own (``mlx_lm.utils.load_model``,
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,23 +74,26 @@ def _quantized_bits(model: nn.Module) -> tuple[int, ...]:
     return tuple(sorted({int(m.bits) for _, m in model.named_modules() if hasattr(m, "bits")}))
 
 
-def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
-    """Casts float weights; quantized weights and their scales keep their types."""
+def cast_floats(model: nn.Module, dtype: str) -> None:
+    """Casts every float weight of the non-quantized layers to ``dtype`` (lazily: nothing is
+    read until evaluated); quantized weights and their scales keep their types."""
     quantized = {n for n, m in model.named_modules() if hasattr(m, "bits")}
+    target = DTYPES[dtype]
     weights = [
-        (k, v.astype(dtype))
+        (k, v.astype(target))
         for k, v in flatten(model.parameters())
         if mx.issubdtype(v.dtype, mx.floating) and k.rsplit(".", 1)[0] not in quantized
     ]
     model.load_weights(weights, strict=False)
 
 
-def _float_dtype(model: nn.Module) -> str:
-    """The dtype of the first float weight (the embedding in mlx-lm models)."""
+def float_dtype(model: nn.Module) -> str:
+    """The most common float dtype of the weights, by size (quantization scales included)."""
+    counts: Counter[str] = Counter()
     for _, v in flatten(model.parameters()):
         if mx.issubdtype(v.dtype, mx.floating):
-            return str(v.dtype).removeprefix("mlx.core.")
-    return "none"
+            counts[str(v.dtype).removeprefix("mlx.core.")] += v.size
+    return counts.most_common(1)[0][0] if counts else "float32"
 
 
 def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]:
@@ -126,10 +130,10 @@ def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]
         model = dequantize_model(model)
     dtype = auto_compute_dtype(kind) if config.compute_dtype == "auto" else config.compute_dtype
     if dtype is not None:
-        _cast_floats(model, DTYPES[dtype])
+        cast_floats(model, dtype)
     if not lazy:
         mx.eval(model.parameters())
-    return model, Base(str(hf.get("model_type")), bits, dequantize, _float_dtype(model))
+    return model, Base(str(hf.get("model_type")), bits, dequantize, float_dtype(model))
 
 
 def lora_parameters(config: TrainConfig, keys: list[str]) -> dict[str, Any]:

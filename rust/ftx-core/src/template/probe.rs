@@ -93,23 +93,22 @@ fn user(c: &str) -> Message {
     Message::new(Role::User, c)
 }
 
+/// Two user/assistant exchanges, tried in turn: without a system message, then with one for
+/// templates that need it.
+fn two_turns() -> [Vec<Message>; 2] {
+    let a = |c: &str| Message::new(Role::Assistant, c);
+    let turns = || vec![user("Hi"), a("Hello"), user("Bye"), a("Ok")];
+    let mut with_system = vec![Message::new(Role::System, "Sys")];
+    with_system.extend(turns());
+    [turns(), with_system]
+}
+
 /// The generation prompt (what `add_generation_prompt` adds), cut to the part history turns
 /// also start with: Qwen3 adds `<think>` only to some turns, DeepSeek-R1 adds it to the prompt
 /// only. Templates without a generation prompt (Mistral `[INST]`) use the text between a user
 /// message and the reply (`[/INST]`), trimmed.
 fn header(t: &ChatTemplate) -> Option<Header> {
-    let a = |c: &str| Message::new(Role::Assistant, c);
-    let probes = [
-        vec![user("Hi"), a("Hello"), user("Bye"), a("Ok")],
-        vec![
-            Message::new(Role::System, "Sys"),
-            user("Hi"),
-            a("Hello"),
-            user("Bye"),
-            a("Ok"),
-        ],
-    ];
-    for conv in &probes {
+    for conv in &two_turns() {
         let u = conv.len() - 4;
         let prompt = &conv[..=u];
         // What follows the user message, with and without the prompt. Not always one a prefix
@@ -160,18 +159,7 @@ fn header(t: &ChatTemplate) -> Option<Header> {
 /// template writes between the previous message and it, less what it writes after that message
 /// when it ends the conversation (the previous turn's end).
 fn openers(t: &ChatTemplate) -> Vec<String> {
-    let a = |c: &str| Message::new(Role::Assistant, c);
-    let probes = [
-        vec![user("Hi"), a("Hello"), user("Bye"), a("Ok")],
-        vec![
-            Message::new(Role::System, "Sys"),
-            user("Hi"),
-            a("Hello"),
-            user("Bye"),
-            a("Ok"),
-        ],
-    ];
-    let found = probes.iter().find_map(|conv| {
+    let found = two_turns().iter().find_map(|conv| {
         let n = conv.len();
         let full = t.render(conv, &[], false).ok()?;
         let cut = t.render(&conv[..n - 1], &[], false).ok()?;
