@@ -19,6 +19,10 @@ import ftx
 from ftx.data import load_dataset
 from ftx.errors import ConfigError, DataError
 
+# Each example prepares and reads an artifact; `make fuzz` (FUZZ_EXAMPLES) runs a twentieth as
+# many of these as of the cheap properties of test_fuzz.py.
+ARTIFACT_EXAMPLES = max(60, int(os.environ.get("FUZZ_EXAMPLES", "0")) // 20)
+
 
 def _ftx(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -245,7 +249,9 @@ def artifact(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=ARTIFACT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     name=st.sampled_from(["train.tokens.npy", "train.mask.npy", "train.offsets.npy"]),
@@ -271,7 +277,9 @@ def test_random_damage_to_an_array_is_always_refused(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=ARTIFACT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     path=st.lists(

@@ -129,6 +129,42 @@ class PreparedDataset(Sequence[Example]):
         return str(self.manifest["tokenizer"]["sha256"])
 
 
+def model_tokenizer_sha256(model: Path) -> str | None:
+    """sha256 of the decompressed bytes of the model folder's ``tokenizer.json`` (or
+    ``tokenizer.json.gz``), as ``ftx prepare`` records it, so a gzipped and a plain copy of one
+    tokenizer hash the same; None when the folder has neither."""
+    import gzip
+    import hashlib
+
+    path = next(
+        (p for p in (model / "tokenizer.json", model / "tokenizer.json.gz") if p.is_file()), None
+    )
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tokenizer_mismatch(manifest: dict[str, Any], data: Path, model: Path) -> str | None:
+    """Why the artifact at ``data`` was not tokenized with ``model``'s tokenizer (its ids would
+    mean other tokens, so its loss means nothing), or None when it was or ``model`` has no
+    tokenizer to compare. The one check train, evaluate and fuse make."""
+    ours = model_tokenizer_sha256(model)
+    tokenizer = manifest.get("tokenizer")
+    theirs = tokenizer.get("sha256") if isinstance(tokenizer, dict) else None
+    if ours is None or theirs == ours:
+        return None
+    return (
+        f"{data} was tokenized with another tokenizer (sha256 {theirs}) than {model}'s "
+        f"(sha256 {ours}); prepare it again with this model"
+    )
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ftx.data import read_manifest
+from ftx.data import read_manifest, tokenizer_mismatch
 from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
 from ftx.files import write_text_atomic
 from ftx.heldout import HeldOut, read_heldout
@@ -157,7 +157,6 @@ def _check(
     limit: int | None,
 ) -> _Inputs:
     """Every check that can fail before MLX loads."""
-    from ftx.tuner.inputs import tokenizer_sha256
 
     if not (model / "config.json").is_file() or not (model / "tokenizer.json").is_file():
         raise FtxFileNotFoundError(
@@ -181,12 +180,8 @@ def _check(
         if not manifest["splits"].get(split, {}).get("records"):
             have = [s for s, v in manifest["splits"].items() if v.get("records")]
             raise ConfigError(f"split = {split!r}: {prepared} has records in {have} only")
-        theirs, ours = manifest["tokenizer"]["sha256"], tokenizer_sha256(model / "tokenizer.json")
-        if theirs != ours:
-            raise ConfigError(
-                f"data = {prepared}: tokenized with another tokenizer (sha256 {theirs}; "
-                f"{model}/tokenizer.json has {ours}); prepare it again with this model"
-            )
+        if why := tokenizer_mismatch(manifest, prepared, model):
+            raise ConfigError(f"data = {prepared}: {why}")
     heldout = read_heldout(files[0], limit) if files else []
     return _Inputs(model, adapter, prepared, heldout, files[0] if files else None)
 

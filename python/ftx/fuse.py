@@ -217,19 +217,13 @@ def fuse(
 def _check_data(data: Path, split: str, model: Path) -> None:
     """The split exists and was tokenized with this model's tokenizer (else its perplexity
     means nothing)."""
-    from ftx.data import read_manifest
-    from ftx.files import sha256_file
+    from ftx.data import read_manifest, tokenizer_mismatch
 
     manifest = read_manifest(data)
     if split not in manifest.get("splits", {}):
         raise ConfigError(f"split = {split}: {data} has {sorted(manifest.get('splits', {}))}")
-    tokenizer = model / "tokenizer.json"
-    prepared_with = manifest.get("tokenizer", {}).get("sha256")
-    if tokenizer.is_file() and prepared_with != sha256_file(tokenizer):
-        raise ConfigError(
-            f"data = {data}: tokenized with another tokenizer (sha256 {prepared_with}) than "
-            f"{tokenizer}; prepare it again with this model"
-        )
+    if why := tokenizer_mismatch(manifest, data, model):
+        raise ConfigError(f"data = {data}: {why}")
 
 
 def _fuse(

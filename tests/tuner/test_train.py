@@ -102,7 +102,7 @@ def test_refuses_data_prepared_with_another_tokenizer(
     (other / "tokenizer.json").write_text(json.dumps(tok))
     with pytest.raises(ConfigIssues) as e:
         train(make_config(model=other))
-    assert "tokenizer sha256" in str(e.value) and "prepare the data again" in str(e.value)
+    assert "another tokenizer" in str(e.value) and "prepare it again" in str(e.value)
     assert not (tmp_path / "run").exists()
 
 
@@ -151,12 +151,15 @@ def test_broken_models_and_out_of_vocabulary_data_are_refused_before_loading(
 def test_a_gzipped_tokenizer_hashes_like_the_plain_one(tmp_path: Path, tiny_llama: Path) -> None:
     import gzip
 
-    from ftx.tuner.inputs import tokenizer_sha256
+    from ftx.data import model_tokenizer_sha256
 
-    plain = tiny_llama / "tokenizer.json"
-    packed = tmp_path / "tokenizer.json"
-    packed.write_bytes(gzip.compress(plain.read_bytes()))
-    assert tokenizer_sha256(packed) == tokenizer_sha256(plain)
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    (packed / "tokenizer.json.gz").write_bytes(
+        gzip.compress((tiny_llama / "tokenizer.json").read_bytes())
+    )
+    assert model_tokenizer_sha256(packed) == model_tokenizer_sha256(tiny_llama) is not None
+    assert model_tokenizer_sha256(tmp_path) is None
 
 
 def test_dry_run_loads_no_weights_and_writes_nothing(

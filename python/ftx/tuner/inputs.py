@@ -7,7 +7,6 @@ artifact's manifest, and the bytes of ``tokenizer.json`` (for its sha256).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import re
 import struct
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ftx.config import ConfigIssues, Issue, TrainConfig
-from ftx.data import read_manifest
+from ftx.data import model_tokenizer_sha256, read_manifest, tokenizer_mismatch
 from ftx.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -41,18 +40,6 @@ class Inputs:
     splits: tuple[str, ...]
     # rows of the input embedding: every token id must be below it
     embedding_rows: int | None = None
-
-
-def tokenizer_sha256(path: Path) -> str:
-    """sha256 of the decompressed bytes of ``tokenizer.json``, as ``ftx prepare`` records it
-    (so a gzipped and a plain copy of one tokenizer hash the same)."""
-    h = hashlib.sha256()
-    with path.open("rb") as raw:
-        gzipped = raw.read(2) == GZIP_MAGIC
-    with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -159,20 +146,11 @@ def check_inputs(config: TrainConfig) -> Inputs:
     if config.eval_every is not None and manifest and "valid" not in splits:
         issues.append(Issue("eval_every", config.eval_every, "the artifact has no valid split"))
 
-    sha = ""
-    if (Path(config.model) / "tokenizer.json").is_file():
-        sha = tokenizer_sha256(Path(config.model) / "tokenizer.json")
-        prepared_with = manifest.get("tokenizer", {}).get("sha256")
-        if manifest and prepared_with != sha:
-            issues.append(
-                Issue(
-                    "data",
-                    str(config.data),
-                    f"data tokenized with the model's tokenizer; the artifact's tokenizer sha256 "
-                    f"is {prepared_with}, {config.model}/tokenizer.json has {sha}: "
-                    "prepare the data again with this model",
-                )
-            )
+    sha = model_tokenizer_sha256(Path(config.model)) or ""
+    if manifest and (why := tokenizer_mismatch(manifest, Path(config.data), Path(config.model))):
+        issues.append(
+            Issue("data", str(config.data), f"data tokenized with the model's tokenizer; {why}")
+        )
 
     modules: set[str] = set()
     layers: set[int] = set()
