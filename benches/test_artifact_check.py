@@ -47,7 +47,7 @@ def test_artifact_check_cost(benchmark: Any, corpus_4x: Path) -> None:
             np.load(p, mmap_mode="r").sum()
 
     def checked() -> None:
-        for split in read_manifest(out)["splits"]:
+        for split in read_manifest(out).splits:
             ftx.load_dataset(out, split, vocab_rows=QWEN3_EMBEDDING_ROWS)
 
     floor = _best(read_once)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
@@ -43,19 +44,86 @@ def _checked_array(path: Path, dtype: type[np.generic], check: Any) -> Any:
     return array
 
 
+@dataclass(frozen=True)
+class SplitEntry:
+    """One split as ``manifest.json`` records it."""
+
+    records: int
+    tokens: int
+    trained_tokens: int
+    files: dict[str, str]
+    # array name -> {"bytes", "xxh3"}; None in an artifact of an older ftx
+    checks: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json`` of a prepared artifact (written by ``rust/ftx-core/src/manifest.rs``),
+    its shape checked once, where it is read."""
+
+    path: Path
+    provenance: str
+    tokenizer_sha256: str
+    splits: dict[str, SplitEntry]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def parse(cls, path: Path, raw: Any) -> Manifest:
+        if not isinstance(raw, dict) or raw.get("format") != "ftx-prepared":
+            raise DataError(f"{path}: not an ftx prepared artifact")
+        try:
+            splits = {
+                str(name): SplitEntry(
+                    records=int(v["records"]),
+                    tokens=int(v["tokens"]),
+                    trained_tokens=int(v["trained_tokens"]),
+                    files={str(k): str(f) for k, f in v.get("files", {}).items()},
+                    checks=v.get("checks") if isinstance(v.get("checks"), dict) else None,
+                )
+                for name, v in raw["splits"].items()
+            }
+            return cls(
+                path=path,
+                provenance=str(raw["provenance"]),
+                tokenizer_sha256=str(raw["tokenizer"]["sha256"]),
+                splits=splits,
+                raw=raw,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # edited out of shape
+            raise DataError(f"{path}: malformed ({e!r}); prepare it again") from e
+
+    def nonempty_splits(self) -> tuple[str, ...]:
+        return tuple(name for name, s in self.splits.items() if s.records > 0)
+
+    def check_tokenizer(self, model: Path) -> str | None:
+        """Why this artifact was not tokenized with ``model``'s tokenizer (its ids would mean
+        other tokens, so its loss means nothing), or None when it was or ``model`` has no
+        tokenizer to compare. The one check train, evaluate and fuse make."""
+        ours = model_tokenizer_sha256(model)
+        if ours is None or self.tokenizer_sha256 == ours:
+            return None
+        return (
+            f"{self.path.parent} was tokenized with another tokenizer (sha256 "
+            f"{self.tokenizer_sha256}) than {model}'s (sha256 {ours}); prepare it again with "
+            "this model"
+        )
+
+
 class PreparedDataset(Sequence[Example]):
     """One split of an artifact written by ``ftx prepare``. Nothing is read into memory until
     indexed, and indexing returns views (no copy)."""
 
     def __init__(
-        self, root: Path, split: str, manifest: dict[str, Any], vocab_rows: int | None = None
+        self, root: Path, split: str, manifest: Manifest, vocab_rows: int | None = None
     ) -> None:
         self.root = root
         self.split = split
-        self.manifest = manifest
-        entry = manifest["splits"][split]
-        files, checks = entry.get("files", {}), entry.get("checks")
-        if not isinstance(checks, dict):
+        self.manifest = manifest.raw
+        entry = manifest.splits[split]
+        files, checks = entry.files, entry.checks
+        self._trained_tokens = entry.trained_tokens
+        self._tokenizer_sha256 = manifest.tokenizer_sha256
+        if checks is None:
             raise DataError(
                 f"{root / MANIFEST}: split {split!r} records no checksums (written by an older "
                 "ftx); prepare it again"
@@ -122,11 +190,11 @@ class PreparedDataset(Sequence[Example]):
 
     @property
     def num_trained_tokens(self) -> int:
-        return int(self.manifest["splits"][self.split]["trained_tokens"])
+        return self._trained_tokens
 
     @property
     def tokenizer_sha256(self) -> str:
-        return str(self.manifest["tokenizer"]["sha256"])
+        return self._tokenizer_sha256
 
 
 def model_tokenizer_sha256(model: Path) -> str | None:
@@ -150,22 +218,7 @@ def model_tokenizer_sha256(model: Path) -> str | None:
     return h.hexdigest()
 
 
-def tokenizer_mismatch(manifest: dict[str, Any], data: Path, model: Path) -> str | None:
-    """Why the artifact at ``data`` was not tokenized with ``model``'s tokenizer (its ids would
-    mean other tokens, so its loss means nothing), or None when it was or ``model`` has no
-    tokenizer to compare. The one check train, evaluate and fuse make."""
-    ours = model_tokenizer_sha256(model)
-    tokenizer = manifest.get("tokenizer")
-    theirs = tokenizer.get("sha256") if isinstance(tokenizer, dict) else None
-    if ours is None or theirs == ours:
-        return None
-    return (
-        f"{data} was tokenized with another tokenizer (sha256 {theirs}) than {model}'s "
-        f"(sha256 {ours}); prepare it again with this model"
-    )
-
-
-def read_manifest(root: str | Path) -> dict[str, Any]:
+def read_manifest(root: str | Path) -> Manifest:
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():
@@ -173,12 +226,10 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
             f"{root}: no manifest.json; this is not a complete artifact of `ftx prepare`"
         )
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e}); prepare it again") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != "ftx-prepared":
-        raise DataError(f"{path}: not an ftx prepared artifact")
-    return manifest
+    return Manifest.parse(path, raw)
 
 
 def load_dataset(
@@ -189,12 +240,6 @@ def load_dataset(
     with ``vocab_rows`` (the model's embedding rows) every token id below it."""
     root = Path(root)
     manifest = read_manifest(root)
-    splits = manifest.get("splits")
-    if not isinstance(splits, dict) or not all(isinstance(v, dict) for v in splits.values()):
-        raise DataError(f"{root / MANIFEST}: its splits are not a mapping of split records")
-    if split not in splits:
-        raise DataError(f"{root}: no split {split!r}; it has {sorted(splits)}")
-    try:
-        return PreparedDataset(root, split, manifest, vocab_rows)
-    except (KeyError, TypeError, AttributeError) as e:  # a manifest edited out of shape
-        raise DataError(f"{root / MANIFEST}: split {split!r} is malformed ({e!r})") from e
+    if split not in manifest.splits:
+        raise DataError(f"{root}: no split {split!r}; it has {sorted(manifest.splits)}")
+    return PreparedDataset(root, split, manifest, vocab_rows)

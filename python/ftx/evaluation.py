@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ftx.data import read_manifest, tokenizer_mismatch
+from ftx.data import read_manifest
 from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
 from ftx.files import write_text_atomic
 from ftx.heldout import HeldOut, read_heldout
@@ -177,10 +177,10 @@ def _check(
     prepared = dirs[0] if dirs else None
     if prepared is not None:
         manifest = read_manifest(prepared)
-        if not manifest["splits"].get(split, {}).get("records"):
-            have = [s for s, v in manifest["splits"].items() if v.get("records")]
+        if split not in manifest.nonempty_splits():
+            have = list(manifest.nonempty_splits())
             raise ConfigError(f"split = {split!r}: {prepared} has records in {have} only")
-        if why := tokenizer_mismatch(manifest, prepared, model):
+        if why := manifest.check_tokenizer(model):
             raise ConfigError(f"data = {prepared}: {why}")
     heldout = read_heldout(files[0], limit) if files else []
     return _Inputs(model, adapter, prepared, heldout, files[0] if files else None)

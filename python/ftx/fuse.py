@@ -217,12 +217,12 @@ def fuse(
 def _check_data(data: Path, split: str, model: Path) -> None:
     """The split exists and was tokenized with this model's tokenizer (else its perplexity
     means nothing)."""
-    from ftx.data import read_manifest, tokenizer_mismatch
+    from ftx.data import read_manifest
 
     manifest = read_manifest(data)
-    if split not in manifest.get("splits", {}):
-        raise ConfigError(f"split = {split}: {data} has {sorted(manifest.get('splits', {}))}")
-    if why := tokenizer_mismatch(manifest, data, model):
+    if split not in manifest.splits:
+        raise ConfigError(f"split = {split}: {data} has {sorted(manifest.splits)}")
+    if why := manifest.check_tokenizer(model):
         raise ConfigError(f"data = {data}: {why}")
 
 

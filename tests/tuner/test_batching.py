@@ -160,6 +160,7 @@ def test_trainable_records_need_a_target_after_their_first_token(tmp_path: Path)
     split = {"records": len(masks), "tokens": len(mask), "trained_tokens": int(mask.sum())}
     manifest = {
         "format": "ftx-prepared",
+        "provenance": "t",
         "tokenizer": {"sha256": ""},
         "splits": {"train": {**split, "files": files}},
     }

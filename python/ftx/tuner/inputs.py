@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ftx.config import ConfigIssues, Issue, TrainConfig
-from ftx.data import model_tokenizer_sha256, read_manifest, tokenizer_mismatch
+from ftx.data import Manifest, model_tokenizer_sha256, read_manifest
 from ftx.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -135,19 +135,19 @@ def _model_issues(folder: Path) -> tuple[list[Issue], dict[str, Any], list[Path]
 def check_inputs(config: TrainConfig) -> Inputs:
     """Every check that can fail before the model loads, all reported at once."""
     issues, model_config, weights = _model_issues(Path(config.model))
-    manifest: dict[str, Any] = {}
+    manifest: Manifest | None = None
     try:
         manifest = read_manifest(config.data)
     except (DataError, FileNotFoundError) as e:
         issues.append(Issue("data", str(config.data), f"an artifact of `ftx prepare` ({e})"))
-    splits = tuple(s for s, v in manifest.get("splits", {}).items() if v.get("records", 0) > 0)
+    splits = manifest.nonempty_splits() if manifest else ()
     if manifest and "train" not in splits:
         issues.append(Issue("data", str(config.data), "an artifact with a non-empty train split"))
     if config.eval_every is not None and manifest and "valid" not in splits:
         issues.append(Issue("eval_every", config.eval_every, "the artifact has no valid split"))
 
     sha = model_tokenizer_sha256(Path(config.model)) or ""
-    if manifest and (why := tokenizer_mismatch(manifest, Path(config.data), Path(config.model))):
+    if manifest and (why := manifest.check_tokenizer(Path(config.model))):
         issues.append(
             Issue("data", str(config.data), f"data tokenized with the model's tokenizer; {why}")
         )
@@ -202,7 +202,7 @@ def check_inputs(config: TrainConfig) -> Inputs:
         num_layers=len(layers),
         block_modules=frozenset(modules),
         tokenizer_sha256=sha,
-        manifest=manifest,
+        manifest=manifest.raw if manifest else {},
         splits=splits,
         embedding_rows=rows,
     )

@@ -123,7 +123,7 @@ pub fn prepare(
         o.force = force;
         Ok(o)
     };
-    let opts = build().map_err(|e| errors::to_py(py, e))?;
+    let opts = build().map_err(errors::to_py)?;
     let cancel = AtomicBool::new(false);
     let interrupted = AtomicBool::new(false);
     let on_progress = |p: &ftx_core::pipeline::Progress| {
