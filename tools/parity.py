@@ -147,7 +147,7 @@ def model_dir(family: Family, root: Path) -> Path:
         _standin(family.tokenizer.removeprefix("standin:"), tmp)
     elif family.tokenizer.startswith("gguf"):
         # The converter lives on the `convert` branch; until it is merged these families skip.
-        from ftx import gguf_tokenizer  # type: ignore[attr-defined]
+        from ftx.gguf import tokenizer as gguf_tokenizer
 
         kind, rel = family.tokenizer.split(":", 1)
         if kind == "gguf-meta":

@@ -341,7 +341,7 @@ class _Job:
     def gguf(self) -> FuseReport:
         from mlx.utils import tree_flatten
 
-        from ftx.export.gguf_file import FLOAT_OF, write_gguf
+        from ftx.gguf.write import FLOAT_OF, write_gguf
         from ftx.staged_folder import staged_folder
 
         fused = self.merge(dequantize=True)

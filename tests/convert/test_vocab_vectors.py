@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from convert_support import VOCABS, gguf_metadata, vocab_cases
 
-from ftx.gguf_tokenizer import tokenizer_json
+from ftx.gguf.tokenizer import tokenizer_json
 
 pytestmark = pytest.mark.mlx
 

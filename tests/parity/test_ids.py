@@ -32,7 +32,7 @@ def test_ids_equal_transformers_on_every_dataset(
 ) -> None:
     family = next(f for f in parity.FAMILIES if f.name == family_name)
     if family.tokenizer.startswith("gguf"):
-        pytest.importorskip("ftx.gguf_tokenizer", reason="the GGUF converter is not merged yet")
+        pytest.importorskip("ftx.gguf.tokenizer", reason="the GGUF converter is not merged yet")
         pytest.importorskip("gguf")
     problems = []
     outcomes = parity.compare_ids(family, parity.DATASETS, models, limit=LIMIT)

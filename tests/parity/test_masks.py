@@ -41,7 +41,7 @@ def test_every_training_twin_is_checked_or_has_a_reason(parity: ModuleType) -> N
 def test_masks_equal_trl_assistant_masks(parity: ModuleType, models: Path, name: str) -> None:
     family = parity.MASK_TOKENIZERS[name]
     if family.tokenizer.startswith("gguf"):
-        pytest.importorskip("ftx.gguf_tokenizer", reason="the GGUF converter is not merged yet")
+        pytest.importorskip("ftx.gguf.tokenizer", reason="the GGUF converter is not merged yet")
         pytest.importorskip("gguf")
     outcomes = parity.compare_masks(name, parity.MASK_DATASETS, models, limit=LIMIT)
     problems = [f"{m.dataset}: {m.unexplained[:3]}" for m in outcomes if m.unexplained]

@@ -422,7 +422,7 @@ def test_peft_dora_and_partial_layers(tiny_llama: Path, tmp_path: Path) -> None:
 
 
 def test_qk_permutation_is_llama_cpps() -> None:
-    from ftx.export.gguf_file import permute_qk, unpermute_qk
+    from ftx.gguf.names import permute_qk, unpermute_qk
 
     heads, head_dim = 2, 8
     w = np.arange(heads * head_dim * 3, dtype=np.float32).reshape(heads * head_dim, 3)
@@ -442,7 +442,8 @@ def gguf_as_mlx(path: Path, base: Path) -> dict[str, Any]:
     from mlx.utils import tree_flatten
     from mlx_lm.utils import load_model
 
-    from ftx.export.gguf_file import gguf_name, unpermute_qk
+    from ftx.gguf.names import unpermute_qk
+    from ftx.gguf.write import gguf_name
 
     config = config_of(base)
     model, _ = load_model(base)
@@ -533,7 +534,7 @@ def test_llama3_rope_scaling_becomes_rope_freqs(tmp_path: Path) -> None:
 def test_pre_tokenizer_names_of_real_tokenizers(shared: Path) -> None:
     import gzip
 
-    from ftx.export.gguf_file import pre_tokenizer
+    from ftx.gguf.write import pre_tokenizer
 
     def name(path: Path) -> str:
         return pre_tokenizer(json.loads(gzip.decompress(path.read_bytes())))

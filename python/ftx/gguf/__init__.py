@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from ftx.errors import ConfigError, FtxFileNotFoundError
 from ftx.files import sha256_file
-from ftx.gguf_tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
+from ftx.gguf.tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
 from ftx.staged_folder import check_free, staged_folder, write_json
 
 MANIFEST = "ftx_convert.json"
@@ -64,7 +64,7 @@ def convert(
     arrays, meta = _load(src)
     vocab = GGUFVocab(meta)
 
-    from ftx.gguf_model import to_mlx
+    from ftx.gguf.model import to_mlx
 
     dtype = dtype or default_dtype(arrays)
     model = to_mlx(arrays, meta, dequantize=dequantize, dtype=dtype)
@@ -109,7 +109,7 @@ def default_dtype(arrays: dict[str, Any]) -> str:
     with float16 scales runs ~30x slower than with float32 ones); else the file's precision."""
     import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
 
-    from ftx.gguf_model import native_dtype
+    from ftx.gguf.model import native_dtype
 
     if mx.default_device() == mx.cpu:
         return "float32"

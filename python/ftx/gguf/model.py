@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from ftx.errors import ConfigError
+from ftx.gguf.names import hf_module, unpermute_qk
 
 if TYPE_CHECKING:
     import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
@@ -23,18 +24,6 @@ if TYPE_CHECKING:
 # Every GGUF block type that MLX reads natively holds 32 values per block.
 GROUP_SIZE = 32
 
-_GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-_LAYER = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
 # The float types a converted model can be written in -> short names for reports.
 DTYPES = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
 # Precomputed RoPE frequency factors: folded into config.json's rope_scaling instead.
@@ -51,20 +40,12 @@ class _Tensor:
     bias: mx.array | None = None
 
     def unpermute(self, heads: int) -> _Tensor:
-        """Undoes llama.cpp's reordering of Q/K rows for its interleaved RoPE.
-
-        Rows are output features, so the same reordering applies to packed quantized rows,
-        their scales and biases, and the bias vector.
-        """
-
-        def rows(a: mx.array) -> mx.array:
-            # Per head, llama.cpp orders rows as (half, 2), pairing each dimension with its
-            # rotation partner; mlx-lm's (non-traditional) RoPE expects HF's order (2, half).
-            split = a.reshape(heads, a.shape[0] // heads // 2, 2, *a.shape[1:])
-            return split.swapaxes(1, 2).reshape(a.shape)
-
-        quant = None if self.quant is None else (rows(self.quant[0]), rows(self.quant[1]))
-        return _Tensor(rows(self.weight), quant, None if self.bias is None else rows(self.bias))
+        """Undoes llama.cpp's reordering of Q/K rows for its interleaved RoPE."""
+        quant = None
+        if self.quant is not None:
+            quant = (unpermute_qk(self.quant[0], heads), unpermute_qk(self.quant[1], heads))
+        bias = None if self.bias is None else unpermute_qk(self.bias, heads)
+        return _Tensor(unpermute_qk(self.weight, heads), quant, bias)
 
     @property
     def bits(self) -> int | None:
@@ -103,16 +84,6 @@ def _group(arrays: Mapping[str, mx.array]) -> dict[str, _Tensor]:
         quant = (p["scales"], p["biases"]) if "scales" in p else None
         out[base] = _Tensor(p["weight"], quant, p.get("bias"))
     return out
-
-
-def _hf_name(name: str) -> str | None:
-    if name in _GLOBAL:
-        return _GLOBAL[name]
-    blk, _, rest = name.partition(".")
-    index, _, kind = rest.partition(".")
-    if blk == "blk" and index.isdigit() and kind in _LAYER:
-        return f"model.layers.{index}.{_LAYER[kind]}"
-    return None
 
 
 def llama_config(meta: Mapping[str, Any], tensors: Mapping[str, _Tensor]) -> dict[str, Any]:
@@ -227,7 +198,7 @@ def to_mlx(
     if arch != "llama":
         raise ConfigError(f"general.architecture = {arch!r}: only 'llama' models can be converted")
     tensors = _group(arrays)
-    unknown = sorted(n for n in tensors if n != _ROPE_FREQS and _hf_name(n) is None)
+    unknown = sorted(n for n in tensors if n != _ROPE_FREQS and hf_module(n) is None)
     if unknown:
         raise ConfigError(f"tensors with no llama counterpart: {', '.join(unknown[:5])}")
     config = llama_config(meta, tensors)
@@ -241,7 +212,7 @@ def to_mlx(
     for name, t in tensors.items():
         if name == _ROPE_FREQS:
             continue
-        path = _hf_name(name)
+        path = hf_module(name)
         assert path is not None
         parameters += t.size
         if name.endswith(("attn_q", "attn_k")):

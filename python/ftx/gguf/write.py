@@ -19,16 +19,21 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gguf
-import mlx.core as mx
 import numpy as np
 import numpy.typing as npt
 
 from ftx.errors import ConfigError
 from ftx.export.merge import QuantSpec
 from ftx.export.quantization import LayerError, weight_error
+from ftx.gguf.names import gguf_module, permute_qk
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+# MLX is imported inside the functions: `ftx.export` (imported above) binds the BLAS first.
 
 # model_type -> (GGUF architecture, whether Q/K rows are permuted for llama.cpp's rope).
 ARCHITECTURES = {
@@ -52,49 +57,15 @@ FILE_TYPES = {
     "f16": gguf.LlamaFileType.MOSTLY_F16,
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
 }
-BLOCK_NAMES = {
-    "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "ffn_norm",
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-    "self_attn.q_norm": "attn_q_norm",
-    "self_attn.k_norm": "attn_k_norm",
-}
-TOP_NAMES = {
-    "model.embed_tokens": "token_embd",
-    "model.norm": "output_norm",
-    "lm_head": "output",
-}
-
 Array = npt.NDArray[Any]
 
 
 def gguf_name(name: str) -> str:
     """mlx-lm weight name -> llama.cpp tensor name."""
     module, leaf = name.rsplit(".", 1)
-    if module in TOP_NAMES:
-        return f"{TOP_NAMES[module]}.{leaf}"
-    parts = module.split(".", 3)
-    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[3] in BLOCK_NAMES:
-        return f"blk.{parts[2]}.{BLOCK_NAMES[parts[3]]}.{leaf}"
-    raise ConfigError(f"format = gguf: no llama.cpp name for weight {name}")
-
-
-def permute_qk(w: Array, heads: int) -> Array:
-    rows = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
-    out: Array = rows.swapaxes(1, 2).reshape(w.shape)
-    return out
-
-
-def unpermute_qk(w: Array, heads: int) -> Array:
-    rows = w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:])
-    out: Array = rows.swapaxes(1, 2).reshape(w.shape)
-    return out
+    if (tensor := gguf_module(module)) is None:
+        raise ConfigError(f"format = gguf: no llama.cpp name for weight {name}")
+    return f"{tensor}.{leaf}"
 
 
 @dataclass(frozen=True)
@@ -235,6 +206,8 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab: int) -> str:
 
 
 def _to_numpy(a: mx.array) -> Array:
+    import mlx.core as mx
+
     return np.array(a.astype(mx.float32))
 
 
@@ -249,6 +222,8 @@ def write_gguf(
 ) -> GgufResult:
     """Writes ``weights`` (float, mlx-lm llama names) as one GGUF of type ``kind``;
     ``deltas`` are the norms of the adapter's changes per merged layer, for the error report."""
+    import mlx.core as mx
+
     hp = Hyper.from_config(config)
     writer = gguf.GGUFWriter(str(path), hp.arch)
     writer.add_name(name)
