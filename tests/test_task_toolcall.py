@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from ftx.errors import ConfigError
+from ftx.evaluation.toolcalls import ToolCall, parse_tool_calls
 from ftx.tasks import toolcall as tc
-from ftx.toolcalls import ToolCall, parse_tool_calls
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tokenizers"
 SMOLLM2_TEMPLATE = SHARED / "smollm2" / "chat_template.jinja"

@@ -2,7 +2,7 @@
 
 Text references: ``exact_match`` compares after collapsing whitespace; ``contains`` asks the
 reference to appear in the output. Tool-call references: the calls are parsed from the output
-(``ftx.toolcalls``); ``tool_json_valid`` means a well-formed call was found, ``tool_name``
+(``toolcalls``); ``tool_json_valid`` means a well-formed call was found, ``tool_name``
 that the function names match in order, ``tool_arguments`` that the arguments match (JSON
 equality), ``exact_match`` both, and ``contains`` that every reference call is among the calls.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ftx.heldout import HeldOut
-from ftx.toolcalls import ToolCall, parse_tool_calls, same_call, same_value
+from ftx.evaluation.heldout import HeldOut
+from ftx.evaluation.toolcalls import ToolCall, parse_tool_calls, same_call, same_value
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 from ftx.data import read_manifest
 from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
+from ftx.evaluation.heldout import HeldOut, read_heldout
+from ftx.evaluation.scoring import Rates, Score, rates, score
 from ftx.files import write_text_atomic
-from ftx.heldout import HeldOut, read_heldout
-from ftx.scoring import Rates, Score, rates, score
 
 RESULTS = "results.json"
 EXAMPLES = "examples.jsonl"

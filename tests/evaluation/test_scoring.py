@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from ftx.errors import DataError
-from ftx.heldout import HeldOut, read_heldout
-from ftx.scoring import rates, score
-from ftx.toolcalls import ToolCall, parse_tool_calls, same_value
+from ftx.evaluation.heldout import HeldOut, read_heldout
+from ftx.evaluation.scoring import rates, score
+from ftx.evaluation.toolcalls import ToolCall, parse_tool_calls, same_value
 
 WEATHER = ToolCall("get_weather", {"city": "Paris", "days": 3})
 

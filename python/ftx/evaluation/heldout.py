@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftx.errors import DataError, FtxFileNotFoundError
-from ftx.toolcalls import ToolCall, as_calls, parse_tool_calls
+from ftx.evaluation.toolcalls import ToolCall, as_calls, parse_tool_calls
 
 
 @dataclass(frozen=True)
