@@ -57,10 +57,10 @@ test-python: install
 test: test-rust test-python
 
 # The property harness at a longer budget than CI's: 20,000 examples of each property of
-# tests/test_fuzz.py (CI runs 40) and 1,000 of each artifact property of test_prepare_safety.py
+# tests/preparation/test_fuzz.py (CI runs 40) and 1,000 of each artifact property of test_prepare_safety.py
 # (3 min 18 s on 2 cores).
 fuzz: install
-	cd tests && FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q test_fuzz.py test_prepare_safety.py -k "any_ or random_"
+	cd tests && FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q preparation/test_fuzz.py preparation/test_prepare_safety.py -k "any_ or random_"
 
 bench: install
 	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[bench]"

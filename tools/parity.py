@@ -10,7 +10,7 @@ Three checks, shared by the tests (tests/parity/) and the report (``python tools
    template must equal transformers' ``assistant_masks`` from the twin, up to the documented rules
    in :func:`explain_mask_difference`.
 3. renders: every template under ``chat_templates/`` renders each synthetic conversation of
-   ``ftx.template_check`` exactly as transformers' jinja2 does, or both refuse it.
+   ``ftx.preparation.template_check`` exactly as transformers' jinja2 does, or both refuse it.
 
 transformers' ``strftime_now`` is pinned to 26 Jul 2024, the date ftx renders (docs/masking.md).
 """
@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import ftx
 from ftx import _core
-from ftx.template_check import CONVERSATIONS
+from ftx.preparation.template_check import CONVERSATIONS
 
 T = TypeVar("T")
 

@@ -177,7 +177,7 @@ def _check_template(
 
     from rich.text import Text
 
-    from ftx.template_check import check_template
+    from ftx.preparation.template_check import check_template
 
     label, results = guarded(
         debug,

@@ -242,7 +242,7 @@ def test_bad_options_and_a_corrupt_table_are_messages_not_tracebacks(
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    src = Path(__file__).resolve().parent.parent / "examples" / "data" / "chat.jsonl"
+    src = Path(__file__).resolve().parents[2] / "examples" / "data" / "chat.jsonl"
     out = tmp_path_factory.mktemp("artifact") / "o"
     ftx.prepare(src, out=out, model=tiny_model, valid=10)
     return out

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftx.template_check import CONVERSATIONS, check_template
+from ftx.preparation.template_check import CONVERSATIONS, check_template
 
 
 def ftx_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ftx import _core
 from ftx.errors import ConfigError
-from ftx.tabular import is_tabular, to_json_lines
+from ftx.preparation.tabular import is_tabular, to_json_lines
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
