@@ -1,4 +1,5 @@
-"""A seeded tool-calling task: natural-language requests answered with one function call.
+"""A seeded tool-calling task: natural-language requests answered with one function call. One
+thing: the task (its functions, phrasings, generator and writer).
 
 Six functions with JSON-schema parameters; each has ten request templates whose slots are
 filled from value lists (some values have several phrasings: "euros", "EUR"). Templates, not

@@ -236,23 +236,23 @@ impl Settings {
 /// serde's message for one key, said as what the key allows.
 fn describe_error(key: &str, message: &str) -> String {
     let message = message.split(" at line ").next().unwrap_or(message);
-    match message.strip_prefix("unknown field ") {
-        Some(rest) => {
+    match message.starts_with("unknown field ") {
+        true => {
             let known: Vec<&str> = DESCRIPTIONS.iter().map(|d| d.0).collect();
             let near = known
                 .iter()
-                .min_by_key(|k| edit_distance(k, key))
-                .filter(|k| edit_distance(k, key) <= 3);
-            let hint = near.map_or(String::new(), |k| format!("did you mean {k:?}? "));
-            debug_assert!(rest.contains(key));
+                .map(|k| (k, edit_distance(k, key)))
+                .min_by_key(|&(_, d)| d)
+                .filter(|&(_, d)| d <= 3);
+            let hint = near.map_or(String::new(), |(k, _)| format!("did you mean {k:?}? "));
             format!("unknown key; {hint}known keys: {}", known.join(", "))
         }
         // serde's Rust type names, said as numbers.
-        None if message.ends_with("expected u64") || message.ends_with("expected usize") => {
+        false if message.ends_with("expected u64") || message.ends_with("expected usize") => {
             format!("{message}: a whole number, 0 or more")
         }
-        None if message.ends_with("expected f64") => format!("{message}: a number"),
-        None => message.to_string(),
+        false if message.ends_with("expected f64") => format!("{message}: a number"),
+        false => message.to_string(),
     }
 }
 
