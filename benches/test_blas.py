@@ -26,7 +26,7 @@ SIZES = (512, 1024, 2048)
 PROBE = """
 import json, sys
 from ftx.runtime.blas import use_fast_blas
-from ftx.runtime.doctor import gemm_gflops
+from ftx.runtime.measure import gemm_gflops
 blas = use_fast_blas()
 print(json.dumps({"blas": blas.describe(), "name": blas.name,
                   "gflops": {n: gemm_gflops(float(sys.argv[1]), int(n))

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from _corpus import CACHE, SHARED
 
-from ftx.tuner.metrics import read_metrics
+from ftx.training.metrics import read_metrics
 
 pytest.importorskip("mlx_lm")
 
@@ -81,7 +81,7 @@ def _matmul_peak(env: dict[str, str] | None = None) -> float:
     ``env`` can choose another (``FTX_BLAS=bundled``: the one in the MLX wheel)."""
     code = (
         "from ftx.runtime.blas import use_fast_blas; use_fast_blas()\n"
-        "from ftx.runtime.doctor import gemm_gflops; print(gemm_gflops(2.0) * 1e9)\n"
+        "from ftx.runtime.measure import gemm_gflops; print(gemm_gflops(2.0) * 1e9)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -102,7 +102,7 @@ def _params(model: Path) -> int:
     """Parameters of a float model folder: what the forward and the input gradients multiply by."""
     import numpy as np
 
-    from ftx.tuner.inputs import safetensors_shapes
+    from ftx.training.inputs import safetensors_shapes
 
     return sum(int(np.prod(s)) for s in safetensors_shapes(model / "model.safetensors").values())
 
@@ -188,9 +188,7 @@ def test_ftx_train_vs_mlx_lm_lora(tmp_path: Path, size: str) -> None:
     import importlib.util
 
     # The tiny-model builder of the trainer tests.
-    spec = importlib.util.spec_from_file_location(
-        "tiny_models", ROOT / "tests/tuner/tiny_models.py"
-    )
+    spec = importlib.util.spec_from_file_location("tiny_models", ROOT / "tests/tiny_models.py")
     assert spec is not None and spec.loader is not None
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,11 +93,69 @@ def test_ftx_num_threads_sets_the_pool_size() -> None:
     assert out.stdout.strip() == "1"
 
 
-MLX_MODULES = sorted(
-    ".".join(p.relative_to(ROOT / "python").with_suffix("").parts)
+DOOR = "ftx.runtime.mlx"
+SOURCES = {
+    ".".join(p.relative_to(ROOT / "python").with_suffix("").parts).removesuffix(".__init__"): p
     for p in (ROOT / "python" / "ftx").rglob("*.py")
-    if any(line.startswith(("import mlx", "from mlx")) for line in p.read_text().splitlines())
+}
+
+
+def _imports(tree: ast.Module) -> Iterator[tuple[ast.stmt, str, bool]]:
+    """Every import of a module: the statement, the module it names, and whether it runs when
+    the module is imported (top level, not under ``if TYPE_CHECKING``)."""
+    top = set(map(id, tree.body))
+    checking = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for n in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in checking:
+            continue
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node, alias.name, id(node) in top
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node, node.module, id(node) in top
+
+
+def _is_mlx(module: str) -> bool:
+    return module.split(".")[0] in ("mlx", "mlx_lm")
+
+
+MLX_MODULES = sorted(
+    name
+    for name, path in SOURCES.items()
+    if any(mod == DOOR for _, mod, _ in _imports(ast.parse(path.read_text())))
 )
+
+
+@pytest.mark.parametrize("module", sorted(set(SOURCES) - {DOOR}))
+def test_mlx_is_imported_only_through_the_door_at_the_top(module: str) -> None:
+    # The BLAS must be bound before libmlx.so loads, and nothing can rebind it after: so MLX is
+    # reached only through ftx.runtime.mlx, at the top of a module (never inside a function,
+    # where an import order nobody checks decides), and the door comes before mlx and mlx_lm.
+    found = list(_imports(ast.parse(SOURCES[module].read_text())))
+    door = min((node.lineno for node, mod, top in found if mod == DOOR and top), default=None)
+    for node, mod, top in found:
+        where = f"{SOURCES[module].name}:{node.lineno}: {mod}"
+        if mod == DOOR or _is_mlx(mod):
+            assert top, f"{where} is imported inside a function; import it at the top"
+        if mod in ("mlx.core", "mlx.nn", "mlx.optimizers"):
+            raise AssertionError(f"{where}: take mx, nn and optim from {DOOR}")
+        if _is_mlx(mod):
+            assert door is not None and door < node.lineno, f"{where} before {DOOR}"
+
+
+FACES = ["ftx.training", "ftx.export", "ftx.evaluation", "ftx.gguf", "ftx.preparation"]
+
+
+@pytest.mark.parametrize("face", [*FACES, "ftx.quickstart", "ftx.runtime.doctor"])
+def test_the_face_of_every_verb_imports_no_mlx(face: str) -> None:
+    mods = _imported_modules(f"import {face}")
+    assert face in mods
+    assert not {m for m in mods if _is_mlx(m) or m == DOOR}
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ftx binds a BLAS on Linux only")

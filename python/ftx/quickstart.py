@@ -19,14 +19,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ftx import __version__
+from ftx.data import load_dataset
+from ftx.default_model import default_model
 from ftx.errors import ConfigError
-from ftx.tasks.toolcall import Style
-
-if TYPE_CHECKING:
-    from ftx.evaluation import EvalResult
-    from ftx.training import TrainReport
+from ftx.evaluation import EvalResult, evaluate
+from ftx.files import write_text_atomic
+from ftx.preparation import prepare
+from ftx.tasks import toolcall
+from ftx.tasks.toolcall import Style, renders_tools
+from ftx.training import TrainReport, train
 
 MANIFEST = "quickstart.json"
 # Sub-folders of the output folder, all owned by the quickstart (replaced by each run).
@@ -138,7 +142,6 @@ def _claim(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # Claimed before any work: a run that is killed halfway leaves a folder the next
     # quickstart recognizes as its own, and says it did not finish.
-    from ftx.files import write_text_atomic
 
     write_text_atomic(
         out / MANIFEST, json.dumps({"format": "ftx-quickstart", "finished": False}) + "\n"
@@ -175,16 +178,12 @@ def quickstart(
         say(f"{name}: {stage.seconds:.1f}s{'; ' + stage.note if stage.note else ''}")
         return result
 
-    from ftx.default_model import default_model
-
     dm = timed(
         "model",
         lambda: default_model(cache=cache, say=say),
         lambda m: f"{'converted' if m.converted else 'cached'} {m.path}",
     )
     style = _style(dm.path)
-
-    from ftx.tasks import toolcall
 
     task = timed(
         "task",
@@ -198,8 +197,6 @@ def quickstart(
         ),
         lambda r: f"{r.records['train']} train, {r.records['test']} test requests ({style})",
     )
-
-    from ftx.preparation import prepare
 
     def prepare_both() -> tuple[Any, Any]:
         # Each file is prepared whole into one split: the task already split by template,
@@ -223,8 +220,6 @@ def quickstart(
             f"{root / TEST_DATA}: {prepared[1].splits['test'].records} test records prepared, "
             f"{s.test_records} written"
         )
-
-    from ftx.training import train
 
     config = {
         "model": dm.path,
@@ -254,9 +249,6 @@ def quickstart(
     )
     compute = f"BLAS {trained.blas}; {trained.streams}; base {trained.base}"
     say(f"compute: {compute}")
-
-    from ftx.data import load_dataset
-    from ftx.evaluation import evaluate
 
     test = load_dataset(root / TEST_DATA, "test")
     longest = max(int(test[i][1].sum()) for i in range(len(test)))
@@ -292,17 +284,12 @@ def quickstart(
 
 def _style(model: Path) -> Style:
     """``tools`` when the model's chat template renders tools and tool calls, else ``inline``."""
-    from ftx.tasks.toolcall import renders_tools
-
     config = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))
     template = config.get("chat_template") or ""
     return "tools" if renders_tools(template) else "inline"
 
 
 def _write_manifest(report: QuickstartReport, started: datetime) -> None:
-    from ftx import __version__
-    from ftx.files import write_text_atomic
-
     body = {
         **report.to_dict(),
         "finished": True,

@@ -1,6 +1,6 @@
 """Fixtures for ``ftx convert``: llama.cpp's vocabulary test files, tiny GGUF models, SmolLM2.
 
-OpenBLAS is chosen before anything imports MLX (as in tests/tuner): whichever test module
+OpenBLAS is chosen before anything imports MLX (as in tests/training): whichever test module
 imports MLX first fixes the BLAS for the whole session.
 """
 

@@ -15,11 +15,10 @@ SEPARATOR = "\n__ggml_vocab_test__\n"
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
     """Metadata as ``ftx.gguf`` reads it: through MLX, with arrays as Python values."""
-    mx = pytest.importorskip("mlx.core")
-    from ftx.gguf import _plain
+    pytest.importorskip("mlx.core")
+    from ftx.gguf.conversion import read_gguf
 
-    _, meta = mx.load(str(path), return_metadata=True)
-    return {k: _plain(v) for k, v in meta.items()}
+    return read_gguf(path)[1]
 
 
 def vocab_cases(name: str) -> list[tuple[str, list[int]]]:

@@ -1,5 +1,5 @@
 """``ftx fuse``: an adapter and its base become one deployable artifact. Importing this module
-does not import MLX; ``ftx.fuse`` does, later."""
+does not import MLX; ``ftx.export.fusing`` does, later."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from ftx.cli._common import common_options, config_file_option, guarded, print_json
-from ftx.fuse import (
+from ftx.export import (
     DEFAULT_GROUP_SIZE,
     FLOAT_DTYPES,
     FORMATS,
@@ -18,6 +18,7 @@ from ftx.fuse import (
     QUANTIZE_BITS,
     FuseOptions,
     FuseReport,
+    fuse,
 )
 from ftx.report import err_console, out_console
 
@@ -153,8 +154,6 @@ def command(
     (where it came from, the options and the error report). Load the MLX result with
     mlx_lm.load(FUSED_DIR), or serve it with mlx_lm.server --model FUSED_DIR.
     """
-    from ftx.fuse import fuse
-
     options = FuseOptions(
         format=fmt,
         dequantize=dequantize,

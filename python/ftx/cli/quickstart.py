@@ -110,10 +110,6 @@ def command(
     function-name and argument accuracy, test loss and perplexity. Sized for a few minutes on
     a 2-core CPU.
     """
-    from ftx.runtime.blas import use_fast_blas
-
-    use_fast_blas()  # before anything imports MLX
-
     from ftx.quickstart import Settings, quickstart, with_overrides
 
     def say(message: str) -> None:

@@ -3,7 +3,8 @@
 The base model and, given a run folder, the same base with the run's adapters, are scored on
 the same inputs: the loss and perplexity of a prepared split (its trained tokens only), and
 generation on held-out chat records against their reference answers. The model is loaded once;
-the adapters are added after the base is scored. Inputs are checked before MLX is imported.
+the adapters are added after the base is scored. Inputs are checked before MLX is imported:
+this face has no MLX; ``generation`` (loading, loss, sampling) is the body.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ftx.data import read_manifest
+from ftx import __version__
+from ftx.data import load_dataset, read_manifest
 from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
 from ftx.evaluation.heldout import HeldOut, read_heldout
 from ftx.evaluation.scoring import Rates, Score, rates, score
 from ftx.files import write_text_atomic
+from ftx.training.inputs import model_embedding_rows
 
 RESULTS = "results.json"
 EXAMPLES = "examples.jsonl"
@@ -157,7 +160,6 @@ def _check(
     limit: int | None,
 ) -> _Inputs:
     """Every check that can fail before MLX loads."""
-
     if not (model / "config.json").is_file() or not (model / "tokenizer.json").is_file():
         raise FtxFileNotFoundError(
             f"{model}: not a model folder (config.json and tokenizer.json expected)"
@@ -209,8 +211,6 @@ def _write_results(
 ) -> None:
     """``results.json`` with provenance, and ``examples.jsonl`` (removed when this evaluation
     generated nothing, so that no stale file sits next to these results)."""
-    from ftx import __version__
-
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = {
         "ftx_version": __version__,
@@ -268,22 +268,15 @@ def evaluate(
     inputs = _check(Path(model), None if adapter is None else Path(adapter), paths, split, limit)
     say = progress or (lambda _: None)
 
-    from ftx.runtime.blas import use_fast_blas
-
-    use_fast_blas()
-
-    from ftx.data import load_dataset
-    from ftx.tuner import inference
+    from ftx.evaluation import generation  # the body: imports MLX, through ftx.runtime.mlx
 
     say(f"loading {inputs.model}")
-    mlx_model, tokenizer, base = inference.load(inputs.model)
-    from ftx.tuner.inputs import model_embedding_rows
-
+    mlx_model, tokenizer, base = generation.load(inputs.model)
     rows = model_embedding_rows(inputs.model)
     ds = None if inputs.prepared is None else load_dataset(inputs.prepared, split, rows)
     budget = max_seq_length or (int(ds.lengths().max()) if ds is not None else 0)
     prompts: list[list[int]] = []
-    encoded = inference.prompt_tokens(
+    encoded = generation.prompt_tokens(
         inputs.model, [(ex.messages, ex.tools) for ex in inputs.heldout]
     )
     for ex, ids in zip(inputs.heldout, encoded, strict=True):
@@ -305,12 +298,12 @@ def evaluate(
         loss = gen = None
         if ds is not None:
             say(f"{label}: loss on {split} ({len(ds)} records)")
-            s = inference.split_loss(mlx_model, ds, batch_size, budget)
+            s = generation.split_loss(mlx_model, ds, batch_size, budget)
             loss = LossResult(**asdict(s), perplexity=math.exp(s.loss))
         if sampling is not None:
             say(f"{label}: generating {len(prompts)} answers (max {sampling.max_tokens} tokens)")
             start = time.perf_counter()
-            outs = inference.generate(mlx_model, tokenizer, prompts, **asdict(sampling))
+            outs = generation.generate(mlx_model, tokenizer, prompts, **asdict(sampling))
             gen_scores = [score(o.text, ex) for o, ex in zip(outs, inputs.heldout, strict=True)]
             gen = GenerationResult(
                 rates=rates(gen_scores),
@@ -323,7 +316,7 @@ def evaluate(
 
     results = [run("base")]
     if inputs.adapter is not None:
-        inference.add_adapter(mlx_model, inputs.adapter)
+        generation.add_adapter(mlx_model, inputs.adapter)
         results.append(run("adapted"))
 
     out_dir = Path(out) if out is not None else None

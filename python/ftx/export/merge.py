@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
+
 from mlx.utils import tree_unflatten
 from mlx_lm.tuner.utils import load_adapters
 from mlx_lm.utils import load_model

@@ -16,8 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
 
 from ftx.errors import ConfigError
 from ftx.export.merge import adapter_layers

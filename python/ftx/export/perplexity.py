@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
+
 import numpy as np
 
 from ftx.data import load_dataset
 from ftx.errors import DataError
 from ftx.export.merge import float_weight
-from ftx.tuner.model import flatten, on_gpu
+from ftx.training.model import flatten, on_gpu
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
+
 from mlx.utils import tree_unflatten
 
 from ftx.export.merge import FusedLayer, Grid, QuantSpec, float_weight, quant_spec

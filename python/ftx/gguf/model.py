@@ -2,7 +2,7 @@
 
 MLX reads GGUF's Q4_0, Q4_1 and Q8_0 blocks as its own affine-quantized arrays (a packed
 ``weight`` plus ``scales`` and ``biases`` per 32 values), so quantized tensors are copied as
-they are: no dequantize-requantize round trip, no loss. MLX is imported inside functions only.
+they are: no dequantize-requantize round trip, no loss.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
+
+from ftx.runtime.mlx import mx
 
 import numpy as np
 
 from ftx.errors import ConfigError
 from ftx.gguf.names import hf_module, unpermute_qk
-
-if TYPE_CHECKING:
-    import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
 
 # Every GGUF block type that MLX reads natively holds 32 values per block.
 GROUP_SIZE = 32
@@ -177,8 +176,6 @@ def native_dtype(arrays: Mapping[str, mx.array]) -> str:
     Norms are float32 in every GGUF file, so only 2-D float tensors count; quantized blocks
     carry float16 scales.
     """
-    import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
-
     tensors = _group(arrays)
     floats = [t.weight.dtype for t in tensors.values() if t.quant is None and t.weight.ndim == 2]
     return "float32" if floats and all(d == mx.float32 for d in floats) else "float16"
@@ -192,8 +189,6 @@ def to_mlx(
     ``dtype`` (float16, bfloat16 or float32) is that of every float tensor written, including
     the scales and biases of quantized ones.
     """
-    import mlx.core as mx  # type: ignore[import-not-found, unused-ignore]
-
     arch = meta.get("general.architecture")
     if arch != "llama":
         raise ConfigError(f"general.architecture = {arch!r}: only 'llama' models can be converted")

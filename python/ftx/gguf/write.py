@@ -19,7 +19,9 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from ftx.runtime.mlx import mx
 
 import gguf
 import numpy as np
@@ -29,11 +31,6 @@ from ftx.errors import ConfigError
 from ftx.export.merge import QuantSpec
 from ftx.export.quantization import LayerError, weight_error
 from ftx.gguf.names import gguf_module, permute_qk
-
-if TYPE_CHECKING:
-    import mlx.core as mx
-
-# MLX is imported inside the functions: `ftx.export` (imported above) binds the BLAS first.
 
 # model_type -> (GGUF architecture, whether Q/K rows are permuted for llama.cpp's rope).
 ARCHITECTURES = {
@@ -206,8 +203,6 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab: int) -> str:
 
 
 def _to_numpy(a: mx.array) -> Array:
-    import mlx.core as mx
-
     return np.array(a.astype(mx.float32))
 
 
@@ -222,8 +217,6 @@ def write_gguf(
 ) -> GgufResult:
     """Writes ``weights`` (float, mlx-lm llama names) as one GGUF of type ``kind``;
     ``deltas`` are the norms of the adapter's changes per merged layer, for the error report."""
-    import mlx.core as mx
-
     hp = Hyper.from_config(config)
     writer = gguf.GGUFWriter(str(path), hp.arch)
     writer.add_name(name)

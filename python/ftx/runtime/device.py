@@ -15,11 +15,9 @@ from typing import Literal
 Kind = Literal["cpu", "metal", "cuda"]
 
 
-def device_kind() -> Kind:
-    """The kind of MLX's default device. Imports MLX: choose the BLAS first."""
-    import mlx.core as mx
-
-    if mx.default_device() == mx.cpu:
+def kind_of(on_cpu: bool) -> Kind:
+    """The kind of a device MLX computes on (``on_cpu``: MLX's default device is its CPU)."""
+    if on_cpu:
         return "cpu"
     return "metal" if sys.platform == "darwin" else "cuda"
 

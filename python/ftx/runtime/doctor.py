@@ -1,6 +1,7 @@
 """``ftx doctor``: what ftx will compute on here, and the command that fixes each problem.
 
-Chooses the BLAS before it imports MLX, like every verb that computes.
+Works where MLX is not installed (it says so); what it measures on MLX is in ``measure``, imported
+only where MLX is there.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,24 +53,6 @@ class Doctor:
         return asdict(self)
 
 
-def gemm_gflops(seconds: float = 1.0, n: int = 1024) -> float:
-    """float32 GEMM GFLOP/s of MLX's CPU device with the BLAS bound now (best of the repeats
-    that fit in ``seconds``). Imports MLX: choose the BLAS first."""
-    import mlx.core as mx
-
-    with mx.stream(mx.cpu):
-        a = mx.random.normal((n, n))
-        b = mx.random.normal((n, n))
-        mx.eval(a, b, a @ b)  # the first call pays for allocation and the BLAS's threads
-        best, end = 0.0, time.perf_counter() + seconds
-        while True:
-            t = time.perf_counter()
-            mx.eval(a @ b)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t))
-            if time.perf_counter() > end:
-                return best / 1e9
-
-
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -92,20 +74,16 @@ def _memory_available() -> int | None:
 
 def _device(problems: list[Problem]) -> tuple[str, int | None]:
     """MLX's default device and its memory (None where MLX does not say)."""
-    import mlx.core as mx
+    from ftx.runtime import measure
 
-    if mx.default_device() == mx.cpu:
+    if measure.on_cpu():
         if sys.platform == "linux" and shutil.which("nvidia-smi"):
             problems.append(
                 Problem("an NVIDIA GPU is here but MLX runs on the CPU", 'pip install "ftx[cuda]"')
             )
         return "cpu", _memory_available()
     name = "metal" if sys.platform == "darwin" else "cuda"
-    try:
-        info: dict[str, Any] = mx.device_info()
-    except (AttributeError, RuntimeError):  # older MLX, or a backend that does not say
-        return name, None
-    return name, int(info.get("memory_size", 0)) or None
+    return name, measure.device_memory()
 
 
 def diagnose(gemm_seconds: float = 1.0) -> Doctor:
@@ -123,6 +101,8 @@ def diagnose(gemm_seconds: float = 1.0) -> Doctor:
         device, device_memory, gflops = "none", None, None
     else:
         device, device_memory = _device(problems)
+        from ftx.runtime.measure import gemm_gflops
+
         gflops = gemm_gflops(gemm_seconds) if sys.platform != "darwin" or device == "cpu" else None
     if sys.platform == "linux" and not blas.fast:
         problems.append(Problem(f"MLX's CPU matmuls use {blas.describe()}", FIX))

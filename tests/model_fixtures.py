@@ -1,5 +1,6 @@
-"""Fixtures of the trainer tests: tiny models of real mlx-lm architectures with random weights
-and the example tokenizer, prepared data, and a config builder.
+"""Fixtures of the tests that train, fuse or evaluate (each folder's conftest imports them):
+tiny models of real mlx-lm architectures with random weights and the example tokenizer,
+prepared data, and a config builder.
 
 OpenBLAS is chosen before anything imports MLX, as ``ftx train`` does, so the tests run fast.
 MLX is imported only inside fixtures, so that the tests that do not need it run without it.

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
+from ftx.runtime.mlx import mx
+
 from mlx.utils import tree_unflatten
 
 from ftx.errors import FtxError, FtxIOError
 from ftx.files import TEMP_PREFIX, publish_folder, sha256_file
-from ftx.tuner.model import ADAPTER_CONFIG, ADAPTERS, flatten
+from ftx.training.model import ADAPTER_CONFIG, ADAPTERS, flatten
 
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlx.optimizers as optim
+from ftx.runtime.mlx import optim
 
 from ftx.config import TrainConfig
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ftx.tuner.schedules import ONE_CYCLE_START, build_schedule
+from ftx.training.schedules import ONE_CYCLE_START, build_schedule
 
 PEAK, TOTAL, WARMUP = 1e-3, 100, 10
 

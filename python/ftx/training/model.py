@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
+
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lm.utils import dequantize_model, load_model
 
 from ftx.config import TrainConfig
 from ftx.errors import ConfigError
-from ftx.runtime.device import auto_compute_dtype, auto_dequantize, device_kind
+from ftx.runtime.device import auto_compute_dtype, auto_dequantize, kind_of
 
 QUANT_GROUP = 64
 ADAPTERS = "adapters.safetensors"
@@ -116,7 +116,7 @@ def load_base(config: TrainConfig, lazy: bool = False) -> tuple[nn.Module, Base]
             ),
         )
     bits = _quantized_bits(model)
-    kind = device_kind()
+    kind = kind_of(mx.default_device() == mx.cpu)
     dequantize = bool(bits) and (
         config.dequantize_base == "always"
         or (config.dequantize_base == "auto" and auto_dequantize(kind))

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from ftx.tuner.metrics import ProgressBar
+from ftx.training.metrics import ProgressBar
 
 
 def test_progress_bar_shows_eta_and_latest_losses() -> None:

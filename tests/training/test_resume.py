@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ftx.errors import ConfigError, FtxIOError
-from ftx.tuner.metrics import read_metrics
+from ftx.training.metrics import read_metrics
 
 pytestmark = pytest.mark.mlx
 
@@ -132,7 +132,7 @@ def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
     make_config: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
     from ftx import train
-    from ftx.tuner import checkpoint
+    from ftx.training import checkpoint
 
     keys = make_config(iters=3, save_every=1)
     run = Path(keys["out"])
@@ -171,7 +171,7 @@ def test_early_stopping_exports_the_best_checkpoint(
     import mlx.core as mx
 
     from ftx import train
-    from ftx.tuner import checkpoint
+    from ftx.training import checkpoint
 
     # A learning rate this high makes validation worse after the first evaluations.
     keys = make_config(
@@ -202,8 +202,8 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(
     import mlx.core as mx
 
     from ftx import train
-    from ftx.tuner import checkpoint
-    from ftx.tuner.trainer import DivergedError
+    from ftx.training import checkpoint
+    from ftx.training.trainer import DivergedError
 
     # SGD at 1e30 without clipping: the first update overflows, every later loss is not finite.
     keys = make_config(
@@ -255,7 +255,7 @@ def test_an_unwritable_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoi
     assert done.returncode == 1
     assert "cannot write" in done.stderr and "step-0000003" in done.stderr
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == good
-    from ftx.tuner import checkpoint
+    from ftx.training import checkpoint
 
     ckpt, skipped = checkpoint.latest(run)
     assert ckpt is not None and ckpt.step == 2 and not skipped
@@ -265,7 +265,7 @@ def test_an_unwritable_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoi
 def test_ctrl_c_checkpoints_the_last_step_and_exits_130(
     make_config: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
-    from ftx.tuner import checkpoint
+    from ftx.training import checkpoint
 
     keys = make_config(iters=400, report_every=1, save_every=1000)
     run = Path(keys["out"])

@@ -10,7 +10,7 @@ import pytest
 from tiny_models import seal
 
 from ftx.data import load_dataset
-from ftx.tuner.batching import Plan, make_batch, pack_rows, row_widths, trainable
+from ftx.training.batching import Plan, make_batch, pack_rows, row_widths, trainable
 
 
 def test_best_fit_decreasing_fills_the_fullest_row_that_fits() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ftx.tuner.metrics import read_metrics
+from ftx.training.metrics import read_metrics
 
 pytestmark = [pytest.mark.mlx, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ Make = Callable[..., dict[str, Any]]
 
 
 def trainable(keys: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    from ftx.tuner.model import adapt, load_base, trainable_parameters
+    from ftx.training.model import adapt, load_base, trainable_parameters
 
     cfg = validate(keys)
     model, _ = load_base(cfg)

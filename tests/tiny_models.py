@@ -18,7 +18,7 @@ import numpy as np
 
 from ftx import _core
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TOKENIZER = EXAMPLES / "models" / "tiny-chatml"
 
 

@@ -1,123 +1,53 @@
-"""``ftx.train``: the Python face of ``ftx train``.
-
-Order matters: the config and every input are checked first (nothing heavy loaded), then the
-BLAS is chosen, and only then is MLX imported.
+"""The body of ``ftx.train``: after the face has checked the config and the inputs, the model is
+loaded, adapted and trained, and the run folder written.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ftx.config import TrainConfig, dump, load_config, validate
+from ftx.runtime.mlx import BLAS, mx
 
-if TYPE_CHECKING:
-    from ftx.tuner.memory import MemoryEstimate
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    """What ``train`` did (or, for a dry run, would do). ``memory`` is the estimate."""
-
-    run_dir: Path
-    dry_run: bool
-    method: str
-    base: str
-    blas: str
-    streams: str
-    total_parameters: int
-    trainable_parameters: int
-    memory: MemoryEstimate
-    steps: int = 0
-    epochs: float = 0.0
-    train_loss: float | None = None
-    val_loss: float | None = None
-    test_loss: float | None = None
-    grad_norm: float | None = None
-    trained_tokens: int = 0
-    processed_tokens: int = 0
-    computed_tokens: int = 0
-    seconds: float = 0.0
-    peak_memory: int = 0
-    truncated_records: int = 0
-    stop_reason: str | None = None
-    best_step: int | None = None
-    best_val_loss: float | None = None
-    skipped_steps: int = 0
-    resumed_from: int | None = None
-    ranks: int = 1
-    rank: int = 0
-
-    @property
-    def trained_tokens_per_s(self) -> float:
-        return self.trained_tokens / self.seconds if self.seconds else 0.0
-
-    @property
-    def processed_tokens_per_s(self) -> float:
-        return self.processed_tokens / self.seconds if self.seconds else 0.0
-
-    @property
-    def packing_efficiency(self) -> float:
-        """Real tokens over computed tokens (the rest is padding)."""
-        return self.processed_tokens / self.computed_tokens if self.computed_tokens else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["run_dir"] = str(self.run_dir)
-        d["memory"] = self.memory.to_dict()
-        for key in ("trained_tokens_per_s", "processed_tokens_per_s", "packing_efficiency"):
-            d[key] = getattr(self, key)
-        return d
-
-
-def _config(config: TrainConfig | Mapping[str, Any] | str | Path) -> TrainConfig:
-    if isinstance(config, TrainConfig):
-        return config
-    if isinstance(config, str | Path):
-        return load_config(config)
-    return validate(config)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from ftx.files import write_text_atomic
-
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+from ftx import __version__
+from ftx.config import TrainConfig, config_diff, dump, read_yaml, resolved
+from ftx.data import load_dataset
+from ftx.errors import ConfigError
+from ftx.files import write_atomic, write_text_atomic
+from ftx.runtime.blas import blas_threads
+from ftx.runtime.streams import choose_streams, cores
+from ftx.training import TrainReport, checkpoint
+from ftx.training.batching import Plan
+from ftx.training.forward import Forward
+from ftx.training.inputs import RUN_FORMAT, RUN_MANIFEST, Inputs
+from ftx.training.memory import estimate_memory
+from ftx.training.metrics import MetricsLog, ProgressBar
+from ftx.training.model import (
+    ADAPTER_CONFIG,
+    ADAPTERS,
+    adapt,
+    count_parameters,
+    load_base,
+    on_gpu,
+    trainable_parameters,
+)
+from ftx.training.trainer import Trainer
 
 
 def train(
-    config: TrainConfig | Mapping[str, Any] | str | Path,
-    *,
-    dry_run: bool = False,
-    progress: bool = False,
-    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
-    resume: bool | None = None,
+    cfg: TrainConfig,
+    inputs: Inputs,
+    dry_run: bool,
+    progress: bool,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]],
+    resume: bool | None,
 ) -> TrainReport:
-    """Fine-tunes ``config.model`` on the prepared ``config.data`` into ``config.out``.
-
-    ``config`` is a ``TrainConfig``, a mapping of its keys, or a YAML file. The run folder gets
-    ``adapters.safetensors`` + ``adapter_config.json`` (mlx-lm's format), ``metrics.jsonl``,
-    the resolved ``config.yaml`` and ``manifest.json``. ``dry_run`` loads no weights and only
-    reports parameters and the memory estimate. ``callbacks`` receive every step's metrics.
-    """
-    from ftx.runtime.blas import blas_threads, use_fast_blas
-    from ftx.tuner.inputs import check_inputs
-
-    cfg = _config(config)
-    inputs = check_inputs(cfg)
-    blas = use_fast_blas()
-
-    import mlx.core as mx
-
-    from ftx.data import load_dataset
-    from ftx.runtime.streams import choose_streams, cores
-    from ftx.tuner.batching import Plan
-    from ftx.tuner.memory import estimate_memory
-    from ftx.tuner.model import adapt, count_parameters, load_base, on_gpu
+    """``ftx.training.train`` once its inputs are checked."""
 
     mx.random.seed(cfg.seed)
     mx.reset_peak_memory()
@@ -131,13 +61,13 @@ def train(
         cfg.packing,
         cfg.seed,
     )
-    streams = choose_streams(cfg.cpu_streams, cfg.batch_size, cores(), on_gpu(), blas)
+    streams = choose_streams(cfg.cpu_streams, cfg.batch_size, cores(), on_gpu(), BLAS)
     setup = TrainReport(
         run_dir=Path(cfg.out),
         dry_run=True,
         method=cfg.method,
         base=base.describe(),
-        blas=blas.describe(),
+        blas=BLAS.describe(),
         streams=streams.describe(),
         total_parameters=total,
         trainable_parameters=trainable,
@@ -149,7 +79,7 @@ def train(
             load_dataset(cfg.data, name, inputs.embedding_rows)
     if dry_run:
         return setup
-    before = blas_threads(blas, streams.blas_threads)
+    before = blas_threads(BLAS, streams.blas_threads)
     try:
         return _run(
             cfg,
@@ -165,17 +95,17 @@ def train(
         )
     finally:
         if streams.blas_threads is not None:
-            blas_threads(blas, before)  # a caller's process gets its BLAS threads back
+            blas_threads(BLAS, before)  # a caller's process gets its BLAS threads back
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _resume_point(cfg: TrainConfig, provenance: str | None, resume: bool | None) -> Any:
     """The checkpoint to continue from (None: start fresh). ``resume``: True requires one,
     False refuses a folder that has any, None takes one if there is. Refuses a run folder made
     with other data or a config that differs beyond what a resume may change, with the diff."""
-    from ftx.config import config_diff, read_yaml, resolved
-    from ftx.errors import ConfigError
-    from ftx.tuner import checkpoint
-
     run_dir = Path(cfg.out)
     if resume is False:
         if checkpoint.steps(run_dir):
@@ -221,19 +151,6 @@ def _run(
     resume: bool | None,
     streams: int,
 ) -> TrainReport:
-    import mlx.core as mx
-
-    from ftx import __version__
-    from ftx.data import load_dataset
-    from ftx.files import write_atomic, write_text_atomic
-    from ftx.tuner import checkpoint
-    from ftx.tuner.batching import Plan
-    from ftx.tuner.forward import Forward
-    from ftx.tuner.inputs import RUN_FORMAT, RUN_MANIFEST
-    from ftx.tuner.metrics import MetricsLog, ProgressBar
-    from ftx.tuner.model import ADAPTER_CONFIG, ADAPTERS, trainable_parameters
-    from ftx.tuner.trainer import Trainer
-
     forward = Forward(model, cfg.packing)
     forward.probe()
 
@@ -339,7 +256,5 @@ def _run(
 
 
 def _barrier(group: Any) -> None:
-    import mlx.core as mx
-
     if group.size() > 1:
         mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group))

@@ -13,7 +13,7 @@ import pytest
 
 from ftx.runtime.blas import Blas, blas_threads, use_fast_blas
 from ftx.runtime.streams import choose_streams
-from ftx.tuner.metrics import read_metrics
+from ftx.training.metrics import read_metrics
 
 Make = Callable[..., dict[str, Any]]
 

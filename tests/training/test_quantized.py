@@ -25,7 +25,7 @@ def llama4(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def quantized_linears(keys: dict[str, Any]) -> tuple[int, Any]:
     import mlx.nn as nn
 
-    from ftx.tuner.model import adapt, load_base
+    from ftx.training.model import adapt, load_base
 
     cfg = validate(keys)
     model, base = load_base(cfg)

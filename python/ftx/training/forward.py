@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
 
 from ftx.errors import ConfigError
-from ftx.tuner.model import scalar
+from ftx.training.model import scalar
 
 # Token ids of the probe: below any real vocabulary size.
 PROBE_VOCAB = 64

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
+
 import numpy as np
 from mlx_lm.generate import batch_generate
 from mlx_lm.models.cache import KVCache, make_prompt_cache
@@ -26,9 +26,9 @@ from mlx_lm.utils import load_tokenizer
 
 from ftx.config import TrainConfig
 from ftx.data import PreparedDataset
-from ftx.tuner.batching import Plan
-from ftx.tuner.forward import Forward
-from ftx.tuner.model import Base, load_base, scalar
+from ftx.training.batching import Plan
+from ftx.training.forward import Forward
+from ftx.training.model import Base, load_base, scalar
 
 # Sequences decoded together: one pass over the weights serves them all. Measured on SmolLM2
 # on 2 CPU cores: 3 tokens/s decoding one sequence, 57 tokens/s decoding 32.

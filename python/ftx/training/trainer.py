@@ -30,20 +30,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
+
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
 from ftx.config import TrainConfig, resolved
 from ftx.errors import DataError, FtxError, TrainingInterrupted
-from ftx.tuner import checkpoint
-from ftx.tuner.batching import Batch, Plan, Rows, make_batch
-from ftx.tuner.checkpoint import Checkpoint
-from ftx.tuner.forward import Forward
-from ftx.tuner.model import flatten, scalar, trainable_parameters
-from ftx.tuner.optim import build_optimizer, set_learning_rate
-from ftx.tuner.schedules import build_schedule
+from ftx.training import checkpoint
+from ftx.training.batching import Batch, Plan, Rows, make_batch
+from ftx.training.checkpoint import Checkpoint
+from ftx.training.forward import Forward
+from ftx.training.model import flatten, scalar, trainable_parameters
+from ftx.training.optim import build_optimizer, set_learning_rate
+from ftx.training.schedules import build_schedule
 
 Callback = Callable[[dict[str, Any]], None]
 Grads = dict[str, Any]

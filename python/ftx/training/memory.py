@@ -15,12 +15,11 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
+from ftx.runtime.mlx import mx, nn
 
 from ftx.config import TrainConfig
-from ftx.tuner.batching import Plan
-from ftx.tuner.model import flatten, on_gpu, trainable_parameters
+from ftx.training.batching import Plan
+from ftx.training.model import flatten, on_gpu, trainable_parameters
 
 # Saved for the backward pass, per token of a block, in units of the hidden width D, the key/
 # value width, the MLP width I and (attention weights) heads x row length.

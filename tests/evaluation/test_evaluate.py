@@ -73,7 +73,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load_model
 
-    from ftx.tuner.model import save_adapters
+    from ftx.training.model import save_adapters
 
     model, _ = load_model(tiny_llama)
     model.freeze()
@@ -160,8 +160,8 @@ def _with_shared_head(prepared: Path, out: Path, head: int) -> Path:
 def test_a_shared_head_computed_once_gives_the_same_loss(
     tiny_llama: Path, prepared: Path, tmp_path: Path
 ) -> None:
-    from ftx.tuner.batching import Plan
-    from ftx.tuner.inference import _loss_prefix
+    from ftx.evaluation.generation import _loss_prefix
+    from ftx.training.batching import Plan
 
     data = _with_shared_head(prepared, tmp_path / "shared", head=6)
     plan = Plan(load_dataset(data, "test"), 3, 256, packing=False, seed=None)
@@ -319,12 +319,12 @@ def test_cli_bad_records_fail_with_the_line(tiny_llama: Path, tmp_path: Path) ->
 def test_batched_generation_with_a_shared_prefix_is_mlx_lm_generation(tiny_llama: Path) -> None:
     from mlx_lm import generate as mlx_generate
 
-    from ftx.tuner import inference
+    from ftx.evaluation import generation
 
-    model, tokenizer, _ = inference.load(tiny_llama)
+    model, tokenizer, _ = generation.load(tiny_llama)
     system = {"role": "system", "content": "You call tools. Answer with JSON only, please."}
     questions = ("Weather in Paris?", "Set a timer for 5 minutes", "Hi")
-    encoded = inference.prompt_tokens(
+    encoded = generation.prompt_tokens(
         tiny_llama, [([system, {"role": "user", "content": q}], None) for q in questions]
     )
     prompts = [p for p in encoded if isinstance(p, list)]
@@ -333,8 +333,8 @@ def test_batched_generation_with_a_shared_prefix_is_mlx_lm_generation(tiny_llama
     for q, p in zip(questions, prompts, strict=True):
         messages = [system, {"role": "user", "content": q}]
         assert p == tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    assert inference.shared_prefix(prompts) > 10
-    ours = inference.generate(
+    assert generation.shared_prefix(prompts) > 10
+    ours = generation.generate(
         model, tokenizer, prompts, temperature=0.0, top_p=1.0, max_tokens=10, seed=0
     )
     for prompt, got in zip(prompts, ours, strict=True):
@@ -342,7 +342,7 @@ def test_batched_generation_with_a_shared_prefix_is_mlx_lm_generation(tiny_llama
 
 
 def test_shared_prefix_leaves_a_token_to_prefill() -> None:
-    from ftx.tuner.inference import shared_prefix
+    from ftx.evaluation.generation import shared_prefix
 
     assert shared_prefix([[1, 2, 3, 4], [1, 2, 5]]) == 2
     assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2

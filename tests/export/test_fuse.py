@@ -20,7 +20,7 @@ import pytest
 from tiny_models import TOKENIZER, build_model
 
 from ftx.errors import ConfigError
-from ftx.fuse import PROVENANCE, FuseOptions, fuse
+from ftx.export import PROVENANCE, FuseOptions, fuse
 
 pytestmark = pytest.mark.mlx
 

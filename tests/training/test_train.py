@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ftx.config import ConfigIssues
-from ftx.tuner.metrics import KEYS, read_metrics
+from ftx.training.metrics import KEYS, read_metrics
 
 pytestmark = pytest.mark.mlx
 

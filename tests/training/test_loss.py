@@ -14,8 +14,8 @@ import pytest
 
 from ftx.config import validate
 from ftx.data import load_dataset
-from ftx.tuner.batching import make_batch
-from ftx.tuner.metrics import read_metrics
+from ftx.training.batching import make_batch
+from ftx.training.metrics import read_metrics
 
 pytestmark = pytest.mark.mlx
 
@@ -27,7 +27,7 @@ def lora_model(keys: dict[str, Any]) -> Any:
     import mlx.core as mx
     from mlx.utils import tree_map_with_path
 
-    from ftx.tuner.model import adapt, load_base
+    from ftx.training.model import adapt, load_base
 
     cfg = validate(keys)
     model, _ = load_base(cfg)
@@ -46,9 +46,9 @@ def loss_and_grads(model: Any, batch: Any, packed: bool) -> tuple[float, dict[st
     import mlx.core as mx
     import mlx.nn as nn
 
-    from ftx.tuner.forward import Forward
-    from ftx.tuner.model import flatten
-    from ftx.tuner.trainer import _arrays
+    from ftx.training.forward import Forward
+    from ftx.training.model import flatten
+    from ftx.training.trainer import _arrays
 
     forward = Forward(model, packed)
     fn = nn.value_and_grad(model, forward.loss)
@@ -98,8 +98,8 @@ def test_logits_are_computed_only_at_trained_positions(make_config: Make, prepar
     import mlx.core as mx
     import mlx.nn as nn
 
-    from ftx.tuner.forward import Forward
-    from ftx.tuner.trainer import _arrays
+    from ftx.training.forward import Forward
+    from ftx.training.trainer import _arrays
 
     model = lora_model(make_config())
     seen: list[tuple[int, ...]] = []
@@ -189,7 +189,7 @@ def test_each_optimizer_trains_and_checkpoints_its_state(
     import mlx.core as mx
 
     from ftx import train
-    from ftx.tuner import checkpoint
+    from ftx.training import checkpoint
 
     extra = {"momentum": 0.9} if name == "sgd" else {}
     keys = make_config(optimizer=name, iters=3, learning_rate=1e-2, save_every=3, **extra)

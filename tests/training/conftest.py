@@ -1,0 +1,5 @@
+"""The tiny-model fixtures (``model_fixtures``) for the trainer tests."""
+
+from model_fixtures import make_config, prepared, tiny_llama
+
+__all__ = ["make_config", "prepared", "tiny_llama"]
