@@ -177,15 +177,15 @@ class Setting:
     @property
     def choices(self) -> list[str]: ...
     @property
-    def default(self) -> str:
-        """The default as JSON text (``null``, ``true``, ``0``, ``"line"``)."""
+    def default(self) -> bool | int | float | str | None:
+        """The default (``None``, ``True``, ``0``, ``"line"``)."""
 
 def prepare_settings() -> list[Setting]:
     """Every setting of ``prepare`` (what its flags, ``--config`` keys and keywords are made
     from)."""
 
-def check_settings(settings: str) -> list[tuple[str, str, str]]:
-    """The problems of a mapping of settings (JSON text), each ``(key, value as JSON, allowed)``;
+def check_settings(settings: str) -> list[tuple[str, Any, str]]:
+    """The problems of a mapping of settings (JSON text), each ``(key, value given, allowed)``;
     empty when it is valid."""
 
 def prepare(

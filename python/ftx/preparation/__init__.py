@@ -115,7 +115,7 @@ def check_settings(settings: Mapping[str, Any], source: str) -> None:
 
     found = _core.check_settings(json.dumps(dict(settings), default=str))
     if found:
-        raise ConfigIssues(source, [Issue(k, json.loads(v), allowed) for k, v, allowed in found])
+        raise ConfigIssues(source, [Issue(k, v, allowed) for k, v, allowed in found])
 
 
 def prepare(

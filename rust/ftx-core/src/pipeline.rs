@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::conversation::Record;
 use crate::dedup::{fingerprint, Dedup};
@@ -570,14 +571,17 @@ impl Sink {
                     )));
                 }
                 *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
-                let mut entry = json!({
-                    "file": file.display().to_string(),
-                    "line": p.line,
-                    "offset": p.offset,
-                    "code": reject.code.as_str(),
-                    "message": reject.message,
-                });
-                entry["record"] = record_excerpt(&bytes, &mut entry);
+                let (record, record_bytes) = record_excerpt(&bytes);
+                let entry = RejectLine {
+                    file: file.display().to_string(),
+                    line: p.line,
+                    offset: p.offset,
+                    code: reject.code.as_str(),
+                    message: &reject.message,
+                    record_truncated: record_bytes.map(|_| true),
+                    record_bytes,
+                    record,
+                };
                 serde_json::to_writer(&mut self.rejects, &entry)
                     .map_err(|e| Error::io(&self.rejects_path, e.into()))?;
                 self.rejects
@@ -706,19 +710,72 @@ impl Sink {
     }
 }
 
-/// The record as JSON when it parses and is small; otherwise a bounded string excerpt.
-fn record_excerpt(bytes: &[u8], entry: &mut Value) -> Value {
+/// One line of `rejects.jsonl`.
+#[derive(Serialize)]
+struct RejectLine<'a> {
+    file: String,
+    line: u64,
+    offset: u64,
+    code: &'static str,
+    message: &'a str,
+    /// `true` when `record` is an excerpt of the `record_bytes` the record has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_bytes: Option<usize>,
+    record: Value,
+}
+
+/// The record as JSON when it parses and is small; otherwise a bounded string excerpt and the
+/// record's size.
+fn record_excerpt(bytes: &[u8]) -> (Value, Option<usize>) {
     if bytes.len() <= MAX_REJECT_RECORD {
         if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-            return v;
+            return (v, None);
         }
-        return Value::String(String::from_utf8_lossy(bytes).into_owned());
+        return (
+            Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            None,
+        );
     }
-    entry["record_truncated"] = json!(true);
-    entry["record_bytes"] = json!(bytes.len());
     let mut cut = 4096;
     while cut > 0 && (bytes[cut] & 0xC0) == 0x80 {
         cut -= 1;
     }
-    Value::String(String::from_utf8_lossy(&bytes[..cut]).into_owned())
+    (
+        Value::String(String::from_utf8_lossy(&bytes[..cut]).into_owned()),
+        Some(bytes.len()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reject_line_names_an_excerpt_before_the_record() {
+        let line = |bytes: &[u8]| {
+            let (record, record_bytes) = record_excerpt(bytes);
+            serde_json::to_string(&RejectLine {
+                file: "f".into(),
+                line: 2,
+                offset: 3,
+                code: "bad_json",
+                message: "m",
+                record_truncated: record_bytes.map(|_| true),
+                record_bytes,
+                record,
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            line(br#"{"a": 1}"#),
+            r#"{"file":"f","line":2,"offset":3,"code":"bad_json","message":"m","record":{"a":1}}"#
+        );
+        let big = vec![b'x'; MAX_REJECT_RECORD + 1];
+        let text = line(&big);
+        let head = r#"{"file":"f","line":2,"offset":3,"code":"bad_json","message":"m","record_truncated":true,"record_bytes":65537,"record":"xxx"#;
+        assert!(text.starts_with(head), "{text:.200}");
+        assert_eq!(text.len(), head.len() - 3 + 4096 + 2);
+    }
 }

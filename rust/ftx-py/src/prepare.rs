@@ -30,38 +30,41 @@ pub struct Setting {
     kind: &'static str,
     help: &'static str,
     choices: Vec<&'static str>,
-    /// The default as JSON text (``null``, ``true``, ``0``, ``"line"``).
-    default: String,
+    /// The default (``None``, ``True``, ``0``, ``"line"``).
+    default: Py<PyAny>,
 }
 
 /// Every setting of ``prepare`` (what its flags, ``--config`` keys and keywords are made from).
 #[pyfunction]
-pub fn prepare_settings() -> Vec<Setting> {
+pub fn prepare_settings(py: Python<'_>) -> PyResult<Vec<Setting>> {
     ftx_core::options::Settings::describe()
         .into_iter()
-        .map(|s| Setting {
-            name: s.name,
-            kind: s.kind,
-            help: s.help,
-            choices: s.choices,
-            default: s.default.to_string(),
+        .map(|s| {
+            Ok(Setting {
+                name: s.name,
+                kind: s.kind,
+                help: s.help,
+                choices: s.choices,
+                default: convert::to_py(py, &s.default)?.unbind(),
+            })
         })
         .collect()
 }
 
-/// The problems of a mapping of settings (JSON text), each ``(key, value as JSON, allowed)``;
+/// The problems of a mapping of settings (JSON text), each ``(key, value given, allowed)``;
 /// empty when it is valid.
 #[pyfunction]
-pub fn check_settings(py: Python<'_>, settings: String) -> PyResult<Vec<(String, String, String)>> {
-    errors::run(py, move || {
-        Ok(match settings_from(&settings) {
-            Ok(_) => Vec::new(),
-            Err(issues) => issues
-                .into_iter()
-                .map(|i| (i.key, i.value.to_string(), i.allowed))
-                .collect(),
-        })
-    })
+pub fn check_settings<'py>(
+    py: Python<'py>,
+    settings: String,
+) -> PyResult<Vec<(String, Bound<'py, PyAny>, String)>> {
+    let issues = errors::run(py, move || {
+        Ok(settings_from(&settings).err().unwrap_or_default())
+    })?;
+    issues
+        .into_iter()
+        .map(|i| Ok((i.key, convert::to_py(py, &i.value)?, i.allowed)))
+        .collect()
 }
 
 fn settings_from(text: &str) -> Result<Settings, Vec<Issue>> {
