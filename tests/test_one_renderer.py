@@ -20,11 +20,9 @@ CONVERSATION = [
 
 
 def _train_and_prompt(model: Path) -> tuple[list[int], list[int], list[int]]:
-    trained = json.loads(_core.preview([json.dumps({"messages": CONVERSATION})], model_dir=model))
+    trained = _core.preview([json.dumps({"messages": CONVERSATION})], model_dir=model)
     item = trained["items"][0]
-    prompt = json.loads(
-        _core.prompts([json.dumps({"messages": CONVERSATION[:-1]})], model_dir=model)
-    )
+    prompt = _core.prompts([json.dumps({"messages": CONVERSATION[:-1]})], model_dir=model)
     return item["ids"], item["mask"], prompt["items"][0]["ids"]
 
 
@@ -47,12 +45,10 @@ def test_a_template_that_cannot_render_the_prompt_says_why(
 ) -> None:
     template = tmp_path / "refuses.jinja"
     template.write_text("{{ raise_exception('no system role') }}")
-    out = json.loads(
-        _core.prompts(
-            [json.dumps({"messages": CONVERSATION[:-1]})],
-            model_dir=tiny_model,
-            chat_template=str(template),
-        )
+    out = _core.prompts(
+        [json.dumps({"messages": CONVERSATION[:-1]})],
+        model_dir=tiny_model,
+        chat_template=str(template),
     )
     assert out["items"][0]["reject"]["message"] == "no system role"
 

@@ -424,7 +424,7 @@ def compare_ids(
     for (ds, n, record), (code, row) in zip(items, results, strict=True):
         o = outcomes[ds]
         o.records += 1
-        norm = json.loads(_core.normalize(json.dumps(record)))
+        norm = _core.normalize(json.dumps(record))
         if code is not None:
             o.rejected[code] += 1
             if "reject" not in norm and not isinstance(_oracle_ids(tok, norm, source), str):
@@ -650,7 +650,7 @@ def compare_masks(
     outcomes = {ds: MaskOutcome(name, ds) for ds in datasets}
     for k, ((ds, n, record), (code, row)) in enumerate(zip(items, results, strict=True)):
         o = outcomes[ds]
-        norm = json.loads(_core.normalize(json.dumps(record)))
+        norm = _core.normalize(json.dumps(record))
         if code is not None:
             o.rejected[code] += 1
             if code == "mask_not_found" and _drops_tool_calls(plain_src, norm):
@@ -748,14 +748,12 @@ def compare_renders(path: Path) -> RenderOutcome:
     source = path.read_text()
     out = RenderOutcome(str(path.relative_to(SHARED / "chat_templates")))
     for name, conv in CONVERSATIONS.items():
-        norm = json.loads(_core.normalize(json.dumps(conv)))
+        norm = _core.normalize(json.dumps(conv))
         for gen in (False, True):
             out.cases += 1
             try:
-                got = json.loads(
-                    _core.render_chat(
-                        source, json.dumps(conv), add_generation_prompt=gen, **SPECIALS
-                    )
+                got = _core.render_chat(
+                    source, json.dumps(conv), add_generation_prompt=gen, **SPECIALS
                 )
             except ftx.TemplateError as e:
                 got = {"reject": {"code": "compile", "message": str(e)}}

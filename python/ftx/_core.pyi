@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import final
+from typing import Any, Literal, TypedDict, final
 
 __all__ = [
     "Setting",
@@ -25,6 +25,117 @@ __all__ = [
 ]
 
 __version__: str
+
+# The shapes of the engine's answers (Rust structs serialized field by field, as dicts). They
+# exist only for the type checker: import them under ``TYPE_CHECKING``.
+
+@final
+class _Reject(TypedDict):
+    code: str
+    message: str
+
+@final
+class _Rejected(TypedDict):
+    """A record the engine refused, with the code and message of ``rejects.jsonl``."""
+
+    reject: _Reject
+
+@final
+class _Chat(TypedDict):
+    format: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+
+@final
+class _Text(TypedDict):
+    format: Literal["text"]
+    text: str
+
+@final
+class _Rendered(TypedDict):
+    text: str
+
+@final
+class _Prompt(TypedDict):
+    text: str
+    ids: list[int]
+
+@final
+class _Encoded(TypedDict):
+    text: str
+    # [start, end) character ranges of ``text`` covered by trained tokens
+    trained: list[list[int]]
+    ids: list[int]
+    mask: list[int]
+
+@final
+class _Prompts(TypedDict):
+    template: str
+    items: list[_Prompt | _Rejected]
+
+@final
+class _Preview(TypedDict):
+    template: str
+    items: list[_Encoded | _Rejected]
+
+class _InputDigest(TypedDict):
+    path: str
+    size: int
+    sha256: str
+
+class _Tokenizer(TypedDict):
+    path: str
+    sha256: str
+    specials: dict[str, str | None]
+    add_bos_token: bool | None
+    add_eos_token: bool | None
+
+class _Lengths(TypedDict):
+    min: int
+    mean: float
+    p50: int
+    p95: int
+    max: int
+
+class _FileCheck(TypedDict):
+    bytes: int
+    xxh3: str
+
+class _Split(TypedDict):
+    records: int
+    tokens: int
+    trained_tokens: int
+    truncated: int
+    lengths: _Lengths | None
+    files: dict[str, str]
+    checks: dict[str, _FileCheck]
+
+class _Run(TypedDict, total=False):
+    cached: bool
+    seconds: float
+    threads: int
+    records_per_s: float  # not in a cache hit's
+    tokens_per_s: float  # not in a cache hit's
+    out_dir: str
+
+class _Report(TypedDict):
+    """``manifest.json`` (``rust/ftx-core/src/manifest.rs``) and ``run``."""
+
+    format: str
+    provenance: str
+    ftx_version: str
+    artifact_version: int
+    inputs: list[_InputDigest]
+    tokenizer: _Tokenizer
+    template: str
+    options: dict[str, Any]
+    records_read: int
+    duplicates: int
+    rejected: int
+    rejects: dict[str, int]
+    rejects_file: str
+    splits: dict[str, _Split]
+    run: _Run
 
 def _debug_panic(message: str) -> None:
     """Raises a Rust panic inside the engine; it must reach Python as ``ftx.FtxError``."""
@@ -66,15 +177,15 @@ class Setting:
     @property
     def choices(self) -> list[str]: ...
     @property
-    def default(self) -> str:
-        """The default as JSON text (``null``, ``true``, ``0``, ``"line"``)."""
+    def default(self) -> bool | int | float | str | None:
+        """The default (``None``, ``True``, ``0``, ``"line"``)."""
 
 def prepare_settings() -> list[Setting]:
     """Every setting of ``prepare`` (what its flags, ``--config`` keys and keywords are made
     from)."""
 
-def check_settings(settings: str) -> list[tuple[str, str, str]]:
-    """The problems of a mapping of settings (JSON text), each ``(key, value as JSON, allowed)``;
+def check_settings(settings: str) -> list[tuple[str, Any, str]]:
+    """The problems of a mapping of settings (JSON text), each ``(key, value given, allowed)``;
     empty when it is valid."""
 
 def prepare(
@@ -88,11 +199,12 @@ def prepare(
     threads: int | None = None,
     force: bool = False,
     progress: Callable[[dict[str, float]], object] | None = None,
-) -> str:
-    """Runs the whole prepare pipeline with the interpreter released; returns the report as JSON.
-    ``settings`` is a JSON object of settings (``prepare_settings``; unknown keys are refused)."""
+) -> _Report:
+    """Runs the whole prepare pipeline with the interpreter released; returns the report: the
+    manifest written and ``run``, how it ran. ``settings`` is a JSON object of settings
+    (``prepare_settings``; unknown keys are refused)."""
 
-def normalize(record: str, *, format: str | None = None) -> str:
+def normalize(record: str, *, format: str | None = None) -> _Chat | _Text | _Rejected:
     """What a template sees of one record (JSON): ``{"format", "messages", "tools"}``,
     ``{"format": "text", "text"}`` or ``{"reject": {"code", "message"}}``."""
 
@@ -102,10 +214,10 @@ def prompts(
     model_dir: str | PathLike[str] | None = None,
     tokenizer: str | PathLike[str] | None = None,
     chat_template: str | None = None,
-) -> str:
+) -> _Prompts:
     """The generation prompts of records (JSON texts), rendered and tokenized as ``prepare``
-    renders and tokenizes them, with the generation prompt; returns ``{"template", "items"}``
-    as JSON, each item ``{"text", "ids"}`` or ``{"reject"}``."""
+    renders and tokenizes them, with the generation prompt; returns ``{"template", "items"}``,
+    each item ``{"text", "ids"}`` or ``{"reject"}``."""
 
 def render_chat(
     template: str,
@@ -114,7 +226,7 @@ def render_chat(
     add_generation_prompt: bool = False,
     bos_token: str | None = None,
     eos_token: str | None = None,
-) -> str:
+) -> _Rendered | _Rejected:
     """Renders one record (JSON) with a chat template's source: ``{"text"}`` or ``{"reject"}``."""
 
 def preview(
@@ -125,5 +237,6 @@ def preview(
     chat_template: str | None = None,
     format: str | None = None,
     train_on: str = "assistant",
-) -> str:
-    """Encodes records (JSON texts) as ``prepare`` would; returns JSON ``{"template", "items"}``."""
+) -> _Preview:
+    """Encodes records (JSON texts) as ``prepare`` would; returns ``{"template", "items"}``,
+    each item ``{"text", "trained", "ids", "mask"}`` or ``{"reject"}``."""

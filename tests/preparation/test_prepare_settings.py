@@ -30,7 +30,7 @@ def test_every_setting_is_a_flag_with_the_engine_choices() -> None:
     help_text = _ftx("prepare", "--help").stdout
     for s in _core.prepare_settings():
         flag = "--" + s.name.replace("_", "-")
-        assert (f"--no-{flag[2:]}" if s.default == "true" else flag) in help_text, s.name
+        assert (f"--no-{flag[2:]}" if s.default is True else flag) in help_text, s.name
     # The spellings the engine accepts are all choices of the flag (openai was refused once).
     assert "openai" in help_text and "conversations" in help_text
 

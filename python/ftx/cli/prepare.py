@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from ftx.report import err_console, out_console
 def _setting_option(s: _core.Setting) -> Callable[[F], F]:
     """The flag of one setting of ``_core.prepare_settings()``. Not given is ``None``, so a
     ``--config`` file's value stands; values are checked by the engine, with the file's."""
-    default = json.loads(s.default)
+    default = s.default
     flag = "--" + s.name.replace("_", "-")
     if s.kind == "flag":
         if default:

@@ -158,7 +158,7 @@ def prompt_tokens(
         json.dumps({"messages": messages, **({"tools": tools} if tools else {})})
         for messages, tools in conversations
     ]
-    out = json.loads(_core.prompts(records, model_dir=str(model_dir)))
+    out = _core.prompts(records, model_dir=str(model_dir))
     return [
         item["ids"] if "reject" not in item else "{code}: {message}".format(**item["reject"])
         for item in out["items"]

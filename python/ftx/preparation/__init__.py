@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from ftx import _core
 from ftx.errors import ConfigError
@@ -15,6 +15,8 @@ from ftx.preparation.tabular import is_tabular, to_json_lines
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from ftx._core import _Report
 
 TrainOn = Literal["assistant", "last", "all"]
 LengthPolicy = Literal["drop", "truncate", "error"]
@@ -60,30 +62,31 @@ class PrepareReport:
         return float(self.manifest.get("run", {}).get("tokens_per_s", 0.0))
 
     @classmethod
-    def from_json(cls, text: str) -> PrepareReport:
-        m = json.loads(text)
-        run = m.get("run", {})
+    def from_report(cls, m: _Report) -> PrepareReport:
+        """The report of what ``_core.prepare`` returned (the manifest and ``run``)."""
+        run = m["run"]
         return cls(
             out_dir=Path(run.get("out_dir", ".")),
-            cached=bool(run.get("cached", False)),
-            seconds=float(run.get("seconds", 0.0)),
-            records_read=int(m["records_read"]),
-            rejected=int(m["rejected"]),
-            duplicates=int(m["duplicates"]),
-            rejects={str(k): int(v) for k, v in m["rejects"].items()},
+            cached=run.get("cached", False),
+            seconds=run.get("seconds", 0.0),
+            records_read=m["records_read"],
+            rejected=m["rejected"],
+            duplicates=m["duplicates"],
+            rejects=dict(m["rejects"]),
             splits={
                 name: SplitReport(
-                    records=int(s["records"]),
-                    tokens=int(s["tokens"]),
-                    trained_tokens=int(s["trained_tokens"]),
-                    truncated=int(s["truncated"]),
-                    lengths=s["lengths"],
+                    records=s["records"],
+                    tokens=s["tokens"],
+                    trained_tokens=s["trained_tokens"],
+                    truncated=s["truncated"],
+                    # min, p50, p95, max are ints, mean a float: as the manifest has them
+                    lengths=cast("dict[str, float] | None", s["lengths"]),
                 )
                 for name, s in m["splits"].items()
             },
-            template=str(m["template"]),
-            provenance=str(m["provenance"]),
-            manifest=m,
+            template=m["template"],
+            provenance=m["provenance"],
+            manifest=dict(m),
         )
 
 
@@ -112,7 +115,7 @@ def check_settings(settings: Mapping[str, Any], source: str) -> None:
 
     found = _core.check_settings(json.dumps(dict(settings), default=str))
     if found:
-        raise ConfigIssues(source, [Issue(k, json.loads(v), allowed) for k, v, allowed in found])
+        raise ConfigIssues(source, [Issue(k, v, allowed) for k, v, allowed in found])
 
 
 def prepare(
@@ -146,7 +149,7 @@ def prepare(
                 triples.append((str(converted), str(f), offset))
             else:
                 triples.append((str(f), str(f), 0))
-        text = _core.prepare(
+        report = _core.prepare(
             triples,
             str(out),
             json.dumps(dict(settings)),
@@ -157,4 +160,4 @@ def prepare(
             force=force,
             progress=progress,
         )
-    return PrepareReport.from_json(text)
+    return PrepareReport.from_report(report)

@@ -13,9 +13,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftx import _core
+
+if TYPE_CHECKING:
+    from ftx._core import _Reject
 
 _WEATHER_TOOL = {
     "type": "function",
@@ -140,19 +143,16 @@ def check_template(
 ) -> tuple[str, list[CheckResult]]:
     """Renders and masks every synthetic conversation; returns the template's label and results."""
     records = [json.dumps(c) for c in CONVERSATIONS.values()]
-    out = json.loads(
-        _core.preview(
-            records,
-            model_dir=model,
-            tokenizer=tokenizer,
-            chat_template=chat_template,
-            train_on=train_on,
-        )
+    out = _core.preview(
+        records,
+        model_dir=model,
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+        train_on=train_on,
     )
     results = []
     for name, item in zip(CONVERSATIONS, out["items"], strict=True):
-        reject = item.get("reject")
-        if reject is None:
+        if "reject" not in item:
             results.append(
                 CheckResult(
                     name,
@@ -161,38 +161,38 @@ def check_template(
                     tokens=len(item["ids"]),
                 )
             )
-        elif reject["code"] == "bad_role_order" or _raised(reject):
+            continue
+        reject = item["reject"]
+        if reject["code"] == "bad_role_order" or _raised(reject):
             results.append(CheckResult(name, status="refused", reason=_reason(reject)))
         elif name == "tool call" and not _renders_tools(model, tokenizer, chat_template):
             reason = "the template renders neither the tools nor the tool calls"
             results.append(CheckResult(name, status="unsupported", reason=reason))
         else:
             results.append(CheckResult(name, status="failed", reason=_reason(reject)))
-    return str(out["template"]), results
+    return out["template"], results
 
 
 def _renders_tools(
     model: str | Path | None, tokenizer: str | Path | None, chat_template: str | None
 ) -> bool:
     # Rendered with every token trained, no span is needed: this sees what the template writes.
-    out = json.loads(
-        _core.preview(
-            [json.dumps(CONVERSATIONS["tool call"])],
-            model_dir=model,
-            tokenizer=tokenizer,
-            chat_template=chat_template,
-            train_on="all",
-        )
+    out = _core.preview(
+        [json.dumps(CONVERSATIONS["tool call"])],
+        model_dir=model,
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+        train_on="all",
     )
     item = out["items"][0]
     return "reject" in item or "get_weather" in item["text"]
 
 
-def _raised(reject: dict[str, str]) -> bool:
+def _raised(reject: _Reject) -> bool:
     # The template's own raise_exception gives its bare message; a render error of minijinja
     # names the place in the template ("(in chat:12)").
     return reject["code"] == "template_error" and "(in chat" not in reject["message"]
 
 
-def _reason(reject: dict[str, str]) -> str:
+def _reason(reject: _Reject) -> str:
     return f"{reject['code']}: {reject['message']}"

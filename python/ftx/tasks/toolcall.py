@@ -493,12 +493,12 @@ def renders_tools(chat_template: str) -> bool:
     ]
     record = json.dumps({"messages": messages, "tools": [{"type": "function", "function": probe}]})
     try:
-        out = json.loads(_core.render_chat(chat_template, record))
+        out = _core.render_chat(chat_template, record)
     except FtxError:  # a template that does not compile supports nothing
         return False
     if "reject" in out:
         return False
-    text = str(out["text"])
+    text = out["text"]
     # The description is only in the tools listing; the value only in the call.
     _, _, reply = text.partition("Look it up.")
     return described in text and "ftx-probe-value" in reply

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::conversation::Record;
 use crate::dedup::{fingerprint, Dedup};
@@ -76,13 +77,13 @@ struct Engine {
     opts: PrepareOptions,
 }
 
-/// Runs `prepare`. Returns the report as JSON (the manifest plus timing), so every front end
-/// prints the same numbers.
+/// Runs `prepare`. Returns the report (the manifest plus how it ran), so every front end prints
+/// the same numbers.
 pub fn prepare(
     opts: PrepareOptions,
     progress: &(dyn Fn(&Progress) + Sync),
     cancel: &AtomicBool,
-) -> Result<Value> {
+) -> Result<manifest::Report> {
     let started = Instant::now();
     let threads = num_threads(opts.threads);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -96,14 +97,18 @@ pub fn prepare(
     let provenance = manifest::provenance(&opts, &files, &tokenizer_path, template.as_ref())?;
 
     if !opts.force {
-        if let Some(mut cached) = manifest::cached(&opts.out_dir, &provenance.hash)? {
-            cached["run"] = json!({
-                "cached": true,
-                "seconds": started.elapsed().as_secs_f64(),
-                "threads": threads,
-                "out_dir": opts.out_dir.display().to_string(),
+        if let Some(cached) = manifest::cached(&opts.out_dir, &provenance.hash)? {
+            return Ok(manifest::Report {
+                manifest: cached,
+                run: manifest::Run {
+                    cached: true,
+                    seconds: started.elapsed().as_secs_f64(),
+                    threads,
+                    records_per_s: None,
+                    tokens_per_s: None,
+                    out_dir: opts.out_dir.display().to_string(),
+                },
             });
-            return Ok(cached);
         }
     }
 
@@ -203,20 +208,22 @@ pub fn prepare(
         )));
     }
 
-    let body = sink.finish(&engine, total)?;
-    let mut manifest = manifest::build(&provenance, body);
+    let results = sink.finish(&engine, total)?;
+    let manifest = manifest::build(&provenance, results);
     manifest::write(staging.path(), &manifest)?;
     staging.publish()?;
     let secs = started.elapsed().as_secs_f64();
-    manifest["run"] = json!({
-        "cached": false,
-        "seconds": secs,
-        "threads": threads,
-        "records_per_s": total as f64 / secs.max(1e-9),
-        "tokens_per_s": prog.tokens as f64 / secs.max(1e-9),
-        "out_dir": engine.opts.out_dir.display().to_string(),
-    });
-    Ok(manifest)
+    Ok(manifest::Report {
+        manifest,
+        run: manifest::Run {
+            cached: false,
+            seconds: secs,
+            threads,
+            records_per_s: Some(total as f64 / secs.max(1e-9)),
+            tokens_per_s: Some(prog.tokens as f64 / secs.max(1e-9)),
+            out_dir: engine.opts.out_dir.display().to_string(),
+        },
+    })
 }
 
 /// Reads all inputs on one thread and processes them on the pool in batches of chunks, calling
@@ -564,14 +571,17 @@ impl Sink {
                     )));
                 }
                 *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
-                let mut entry = json!({
-                    "file": file.display().to_string(),
-                    "line": p.line,
-                    "offset": p.offset,
-                    "code": reject.code.as_str(),
-                    "message": reject.message,
-                });
-                entry["record"] = record_excerpt(&bytes, &mut entry);
+                let (record, record_bytes) = record_excerpt(&bytes);
+                let entry = RejectLine {
+                    file: file.display().to_string(),
+                    line: p.line,
+                    offset: p.offset,
+                    code: reject.code.as_str(),
+                    message: &reject.message,
+                    record_truncated: record_bytes.map(|_| true),
+                    record_bytes,
+                    record,
+                };
                 serde_json::to_writer(&mut self.rejects, &entry)
                     .map_err(|e| Error::io(&self.rejects_path, e.into()))?;
                 self.rejects
@@ -637,7 +647,7 @@ impl Sink {
         Some(dest)
     }
 
-    fn finish(self, engine: &Engine, records_read: u64) -> Result<Value> {
+    fn finish(self, engine: &Engine, records_read: u64) -> Result<manifest::Results> {
         let Sink {
             dir,
             writers,
@@ -651,61 +661,121 @@ impl Sink {
             .into_inner()
             .map_err(|e| Error::io(&rejects_path, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
-        let mut splits = serde_json::Map::new();
+        let mut splits = BTreeMap::new();
         for (split, w) in writers {
             let name = split.as_str();
             w.tokens.finish()?;
             w.mask.finish()?;
             w.offsets.finish()?;
-            let files = json!({
-                "tokens": format!("{name}.tokens.npy"),
-                "mask": format!("{name}.mask.npy"),
-                "offsets": format!("{name}.offsets.npy"),
-            });
+            let files = manifest::PerArray {
+                tokens: format!("{name}.tokens.npy"),
+                mask: format!("{name}.mask.npy"),
+                offsets: format!("{name}.offsets.npy"),
+            };
             // What each file was when written: a later read refuses one that changed since.
-            let mut checks = serde_json::Map::new();
-            for (key, file) in files.as_object().into_iter().flatten() {
-                let (bytes, xxh3) = crate::store::digest(&dir.join(file.as_str().unwrap_or("")))?;
-                checks.insert(key.clone(), json!({"bytes": bytes, "xxh3": xxh3}));
-            }
+            let check = |file: &String| -> Result<manifest::FileCheck> {
+                let (bytes, xxh3) = crate::store::digest(&dir.join(file))?;
+                Ok(manifest::FileCheck { bytes, xxh3 })
+            };
+            let checks = manifest::PerArray {
+                tokens: check(&files.tokens)?,
+                mask: check(&files.mask)?,
+                offsets: check(&files.offsets)?,
+            };
             splits.insert(
-                name.to_string(),
-                json!({
-                    "records": w.stats.records,
-                    "tokens": w.stats.tokens,
-                    "trained_tokens": w.stats.trained_tokens,
-                    "truncated": w.stats.truncated,
-                    "lengths": w.stats.lengths(),
-                    "files": files,
-                    "checks": checks,
-                }),
+                split,
+                manifest::SplitEntry {
+                    records: w.stats.records,
+                    tokens: w.stats.tokens,
+                    trained_tokens: w.stats.trained_tokens,
+                    truncated: w.stats.truncated,
+                    lengths: w.stats.lengths(),
+                    files,
+                    checks,
+                },
             );
         }
-        Ok(json!({
-            "records_read": records_read,
-            "duplicates": dedup.duplicates(),
-            "rejected": reject_counts.values().sum::<u64>(),
-            "rejects": reject_counts,
-            "rejects_file": "rejects.jsonl",
-            "template": engine.template_label,
-            "splits": splits,
-        }))
+        Ok(manifest::Results {
+            records_read,
+            duplicates: dedup.duplicates(),
+            rejected: reject_counts.values().sum::<u64>(),
+            rejects: reject_counts
+                .into_iter()
+                .map(|(code, n)| (code.to_string(), n))
+                .collect(),
+            rejects_file: "rejects.jsonl".into(),
+            template: engine.template_label.clone(),
+            splits,
+        })
     }
 }
 
-/// The record as JSON when it parses and is small; otherwise a bounded string excerpt.
-fn record_excerpt(bytes: &[u8], entry: &mut Value) -> Value {
+/// One line of `rejects.jsonl`.
+#[derive(Serialize)]
+struct RejectLine<'a> {
+    file: String,
+    line: u64,
+    offset: u64,
+    code: &'static str,
+    message: &'a str,
+    /// `true` when `record` is an excerpt of the `record_bytes` the record has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_bytes: Option<usize>,
+    record: Value,
+}
+
+/// The record as JSON when it parses and is small; otherwise a bounded string excerpt and the
+/// record's size.
+fn record_excerpt(bytes: &[u8]) -> (Value, Option<usize>) {
     if bytes.len() <= MAX_REJECT_RECORD {
         if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-            return v;
+            return (v, None);
         }
-        return Value::String(String::from_utf8_lossy(bytes).into_owned());
+        return (
+            Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            None,
+        );
     }
-    entry["record_truncated"] = json!(true);
-    entry["record_bytes"] = json!(bytes.len());
     let mut cut = 4096;
     while cut > 0 && (bytes[cut] & 0xC0) == 0x80 {
         cut -= 1;
     }
-    Value::String(String::from_utf8_lossy(&bytes[..cut]).into_owned())
+    (
+        Value::String(String::from_utf8_lossy(&bytes[..cut]).into_owned()),
+        Some(bytes.len()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reject_line_names_an_excerpt_before_the_record() {
+        let line = |bytes: &[u8]| {
+            let (record, record_bytes) = record_excerpt(bytes);
+            serde_json::to_string(&RejectLine {
+                file: "f".into(),
+                line: 2,
+                offset: 3,
+                code: "bad_json",
+                message: "m",
+                record_truncated: record_bytes.map(|_| true),
+                record_bytes,
+                record,
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            line(br#"{"a": 1}"#),
+            r#"{"file":"f","line":2,"offset":3,"code":"bad_json","message":"m","record":{"a":1}}"#
+        );
+        let big = vec![b'x'; MAX_REJECT_RECORD + 1];
+        let text = line(&big);
+        let head = r#"{"file":"f","line":2,"offset":3,"code":"bad_json","message":"m","record_truncated":true,"record_bytes":65537,"record":"xxx"#;
+        assert!(text.starts_with(head), "{text:.200}");
+        assert_eq!(text.len(), head.len() - 3 + 4096 + 2);
+    }
 }

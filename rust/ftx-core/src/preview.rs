@@ -2,7 +2,8 @@
 //! template renders, and which characters of the render are trained. `ftx prepare
 //! --check-template` shows this to a person, and the parity tests compare it with transformers.
 
-use serde_json::{json, Value as Json};
+use serde::Serialize;
+use serde_json::Value as Json;
 
 use crate::conversation::Record;
 use crate::formats::{normalize, normalize_prompt, FormatOptions};
@@ -12,23 +13,103 @@ use crate::reject::Reject;
 use crate::template::{message_json, ChatTemplate, SpecialTokens};
 use crate::Result;
 
-/// `{"code", "message"}` of a reject, as the rejects file writes them.
-fn reject_json(r: &Reject) -> Json {
-    json!({"reject": {"code": r.code.as_str(), "message": r.message}})
+/// A reject's `{"code", "message"}`, as the rejects file writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectInfo {
+    pub code: &'static str,
+    pub message: String,
 }
 
-/// What a template sees of one record: `{"format", "messages", "tools"}` with messages in the
-/// OpenAI shape of `docs/masking.md`, or `{"format": "text", "text"}`, or `{"reject": …}`.
-pub fn normalized(record: Json, opts: &FormatOptions) -> Json {
-    match normalize(record, opts) {
-        Err(r) => reject_json(&r),
-        Ok((format, Record::Text { text })) => json!({"format": format.as_str(), "text": text}),
-        Ok((format, Record::Chat { messages, tools })) => json!({
-            "format": format.as_str(),
-            "messages": messages.iter().map(|m| message_json(m, None, Default::default())).collect::<Vec<_>>(),
-            "tools": tools,
-        }),
+/// One record's answer: what was made of it, or `{"reject": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Item<T> {
+    Done(T),
+    Rejected { reject: RejectInfo },
+}
+
+impl<T> Item<T> {
+    fn rejected(r: &Reject) -> Self {
+        Item::Rejected {
+            reject: RejectInfo {
+                code: r.code.as_str(),
+                message: r.message.clone(),
+            },
+        }
     }
+}
+
+impl<T> From<std::result::Result<T, Reject>> for Item<T> {
+    fn from(r: std::result::Result<T, Reject>) -> Self {
+        match r {
+            Ok(t) => Item::Done(t),
+            Err(r) => Item::rejected(&r),
+        }
+    }
+}
+
+/// What a template sees of one record, with messages in the OpenAI shape of `docs/masking.md`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Normalized {
+    Chat {
+        format: &'static str,
+        messages: Vec<Json>,
+        tools: Vec<Json>,
+    },
+    /// `format` is `"text"`.
+    Text { format: &'static str, text: String },
+}
+
+/// A render: `{"text"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rendered {
+    pub text: String,
+}
+
+/// A generation prompt, rendered and tokenized: `{"text", "ids"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Prompt {
+    pub text: String,
+    pub ids: Vec<u32>,
+}
+
+/// A record encoded as `prepare` encodes it: `{"text", "trained", "ids", "mask"}`, `trained`
+/// the `[start, end)` character ranges of `text` covered by trained tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Encoded {
+    pub text: String,
+    pub trained: Vec<(usize, usize)>,
+    pub ids: Vec<u32>,
+    pub mask: Vec<u8>,
+}
+
+/// The answer for a batch of records: `{"template": label, "items": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Batch<T> {
+    pub template: String,
+    pub items: Vec<Item<T>>,
+}
+
+/// What a template sees of one record: `{"format", "messages", "tools"}`, or
+/// `{"format": "text", "text"}`, or `{"reject": …}`.
+pub fn normalized(record: Json, opts: &FormatOptions) -> Item<Normalized> {
+    normalize(record, opts)
+        .map(|(format, record)| match record {
+            Record::Text { text } => Normalized::Text {
+                format: format.as_str(),
+                text,
+            },
+            Record::Chat { messages, tools } => Normalized::Chat {
+                format: format.as_str(),
+                messages: messages
+                    .iter()
+                    .map(|m| message_json(m, None, Default::default()))
+                    .collect(),
+                tools,
+            },
+        })
+        .into()
 }
 
 /// Renders one record with `source` (no tokenizer involved): `{"text"}` or `{"reject": …}`.
@@ -37,23 +118,19 @@ pub fn render(
     specials: SpecialTokens,
     record: Json,
     add_generation_prompt: bool,
-) -> Result<Json> {
+) -> Result<Item<Rendered>> {
     let template = ChatTemplate::new("template", source, specials)?;
-    Ok(
-        match normalize(record, &FormatOptions::default()).map(|(_, r)| r) {
-            Err(r) => reject_json(&r),
-            Ok(Record::Text { .. }) => reject_json(&Reject::new(
+    Ok(normalize(record, &FormatOptions::default())
+        .and_then(|(_, r)| match r {
+            Record::Text { .. } => Err(Reject::new(
                 crate::reject::RejectCode::UnknownFormat,
                 "a plain-text record has nothing to render",
             )),
-            Ok(Record::Chat { messages, tools }) => {
-                match template.render(&messages, &tools, add_generation_prompt) {
-                    Ok(r) => json!({"text": r.text}),
-                    Err(r) => reject_json(&r),
-                }
-            }
-        },
-    )
+            Record::Chat { messages, tools } => template
+                .render(&messages, &tools, add_generation_prompt)
+                .map(|r| Rendered { text: r.text }),
+        })
+        .into())
 }
 
 /// What `preview` and `prompts` work with: the model's encoder and chat template, as `prepare`
@@ -81,106 +158,95 @@ impl Engine {
         })
     }
 
-    fn template(&self) -> std::result::Result<&ChatTemplate, Json> {
+    fn template(&self) -> std::result::Result<&ChatTemplate, Reject> {
         self.template.as_ref().ok_or_else(|| {
-            reject_json(&Reject::new(
+            Reject::new(
                 crate::reject::RejectCode::TemplateError,
                 "the model has no chat template",
-            ))
+            )
         })
     }
 
-    fn answer(&self, items: Vec<Json>) -> Json {
-        json!({"template": self.label, "items": items})
+    fn answer<T>(&self, items: Vec<Item<T>>) -> Batch<T> {
+        Batch {
+            template: self.label.clone(),
+            items,
+        }
     }
 }
 
 /// Encodes `records` as `prepare` would with `opts` (model, template, `train_on`) and returns
-/// `{"template": label, "items": [...]}`; each item is `{"text", "ids", "mask", "trained"}`
-/// (`trained`: `[start, end)` character ranges of `text` covered by trained tokens) or
-/// `{"reject": …}`.
-pub fn preview(opts: &PrepareOptions, records: Vec<Json>) -> Result<Json> {
+/// a [`Batch`] of [`Encoded`] items.
+pub fn preview(opts: &PrepareOptions, records: Vec<Json>) -> Result<Batch<Encoded>> {
     let engine = Engine::load(opts)?;
     let encoder = &engine.encoder;
     let items = records
         .into_iter()
         .map(|rec| {
             let (messages, tools) = match normalize(rec, &engine.format_opts) {
-                Err(r) => return reject_json(&r),
+                Err(r) => return Err(r),
                 Ok((_, Record::Text { text })) => {
-                    return match encoder.encode_text(&text) {
-                        Ok(e) => item(encoder, &text, e.ids, e.mask),
-                        Err(r) => reject_json(&r),
-                    }
+                    return encoder
+                        .encode_text(&text)
+                        .map(|e| item(encoder, text, e.ids, e.mask));
                 }
                 Ok((_, Record::Chat { messages, tools })) => (messages, tools),
             };
-            let t = match engine.template() {
-                Ok(t) => t,
-                Err(reject) => return reject,
-            };
-            match t.render(&messages, &tools, false).and_then(|r| {
-                encoder
-                    .encode_chat(&r, &messages, opts.settings.train_on)
-                    .map(|e| (r.text, e))
-            }) {
-                Ok((text, e)) => item(encoder, &text, e.ids, e.mask),
-                Err(r) => reject_json(&r),
-            }
+            engine
+                .template()?
+                .render(&messages, &tools, false)
+                .and_then(|r| {
+                    encoder
+                        .encode_chat(&r, &messages, opts.settings.train_on)
+                        .map(|e| item(encoder, r.text, e.ids, e.mask))
+                })
         })
-        .collect::<Vec<_>>();
+        .map(Item::from)
+        .collect();
     Ok(engine.answer(items))
 }
 
 /// The prompts of `records` for generation, rendered by the same template and tokenized by the
-/// same tokenizer as `prepare` uses, with the generation prompt: `{"template", "items"}`, each
-/// item `{"text", "ids"}` or `{"reject": …}`. Evaluation prompts therefore equal the training
-/// render of the same conversation up to the reply.
-pub fn prompts(opts: &PrepareOptions, records: Vec<Json>) -> Result<Json> {
+/// same tokenizer as `prepare` uses, with the generation prompt: a [`Batch`] of [`Prompt`]
+/// items. Evaluation prompts therefore equal the training render of the same conversation up to
+/// the reply.
+pub fn prompts(opts: &PrepareOptions, records: Vec<Json>) -> Result<Batch<Prompt>> {
     let engine = Engine::load(opts)?;
     let items = records
         .into_iter()
         .map(|rec| {
-            let (messages, tools) = match normalize_prompt(rec, &engine.format_opts) {
-                Err(r) => return reject_json(&r),
-                Ok(Record::Text { text }) => (
+            let (messages, tools) = match normalize_prompt(rec, &engine.format_opts)? {
+                Record::Text { text } => (
                     vec![crate::conversation::Message::new(
                         crate::conversation::Role::User,
                         &text,
                     )],
                     Vec::new(),
                 ),
-                Ok(Record::Chat { messages, tools }) => (messages, tools),
+                Record::Chat { messages, tools } => (messages, tools),
             };
-            let t = match engine.template() {
-                Ok(t) => t,
-                Err(reject) => return reject,
-            };
-            match t
-                .render_plain(&messages, &tools, true)
-                .and_then(|text| engine.encoder.encode_prompt(&text).map(|ids| (text, ids)))
-            {
-                Ok((text, ids)) => json!({"text": text, "ids": ids}),
-                Err(r) => reject_json(&r),
-            }
+            let text = engine.template()?.render_plain(&messages, &tools, true)?;
+            let ids = engine.encoder.encode_prompt(&text)?;
+            Ok(Prompt { text, ids })
         })
-        .collect::<Vec<_>>();
+        .map(Item::from)
+        .collect();
     Ok(engine.answer(items))
 }
 
-fn item(encoder: &crate::encode::Encoder, text: &str, ids: Vec<u32>, mask: Vec<u8>) -> Json {
+fn item(encoder: &crate::encode::Encoder, text: String, ids: Vec<u32>, mask: Vec<u8>) -> Encoded {
     // Offsets come from a second tokenization: a preview is not on the hot path.
     let offsets = encoder
         .tokenizer()
-        .encode(text, false)
+        .encode(text.as_str(), false)
         .map(|e| e.get_offsets().to_vec())
         .unwrap_or_default();
-    json!({
-        "text": text,
-        "trained": trained_chars(text, &offsets, &mask),
-        "ids": ids,
-        "mask": mask,
-    })
+    Encoded {
+        trained: trained_chars(&text, &offsets, &mask),
+        text,
+        ids,
+        mask,
+    }
 }
 
 /// Character ranges of `text` covered by trained tokens (`offsets` in bytes, one per token),
@@ -222,6 +288,7 @@ fn ceil_boundary(text: &str, mut b: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn trained_ranges_are_in_characters_and_merged() {
@@ -245,22 +312,28 @@ mod tests {
         let src = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system role') }}{% endif %}[{{ m.content }}]{% endfor %}";
         let ok = json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]});
         let out = render(src, SpecialTokens::default(), ok, false).unwrap();
-        assert_eq!(out, json!({"text": "[hi][yo]"}));
+        assert_eq!(
+            serde_json::to_value(out).unwrap(),
+            json!({"text": "[hi][yo]"})
+        );
         let bad = json!({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]});
         let out = render(src, SpecialTokens::default(), bad, false).unwrap();
+        let out = serde_json::to_value(out).unwrap();
         assert_eq!(out["reject"]["code"], "bad_role_order");
     }
 
     #[test]
     fn normalized_gives_the_openai_shape_templates_see() {
         let rec = json!({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]});
-        let out = normalized(rec, &FormatOptions::default());
+        let out = serde_json::to_value(normalized(rec, &FormatOptions::default())).unwrap();
         assert_eq!(out["format"], "sharegpt");
         assert_eq!(
             out["messages"],
             json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
         );
-        let out = normalized(json!([1]), &FormatOptions::default());
+        let out = serde_json::to_value(normalized(json!([1]), &FormatOptions::default())).unwrap();
         assert_eq!(out["reject"]["code"], "unknown_format");
+        let text = serde_json::to_string(&normalized(json!({"text": "t"}), &Default::default()));
+        assert_eq!(text.unwrap(), r#"{"format":"text","text":"t"}"#);
     }
 }

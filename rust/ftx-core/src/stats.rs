@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Token statistics of one split.
 #[derive(Debug, Default, Clone)]
@@ -15,7 +15,7 @@ pub struct SplitStats {
     lengths: BTreeMap<u32, u64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LengthSummary {
     pub min: u32,
     pub mean: f64,

@@ -21,7 +21,7 @@ use spans::{has_reserved, json_has_reserved, wrap, Kind, MAX_MESSAGES};
 
 /// Special tokens a template can refer to (`bos_token`, …). `None` leaves the variable undefined,
 /// as transformers does for a token the tokenizer does not have.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpecialTokens {
     pub bos: Option<String>,
     pub eos: Option<String>,

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod blas;
+mod convert;
 mod errors;
 mod prepare;
 mod preview;

@@ -1,4 +1,4 @@
-//! Conversions for `prepare`: Python arguments in, the report out as a JSON string.
+//! Conversions for `prepare`: Python arguments in, the report out as a dict.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,7 @@ use ftx_core::reader::Input;
 use ftx_core::Error;
 use pyo3::prelude::*;
 
-use crate::errors;
+use crate::{convert, errors};
 
 /// Expands globs and checks that every input exists; returns paths in the order given.
 #[pyfunction]
@@ -30,38 +30,41 @@ pub struct Setting {
     kind: &'static str,
     help: &'static str,
     choices: Vec<&'static str>,
-    /// The default as JSON text (``null``, ``true``, ``0``, ``"line"``).
-    default: String,
+    /// The default (``None``, ``True``, ``0``, ``"line"``).
+    default: Py<PyAny>,
 }
 
 /// Every setting of ``prepare`` (what its flags, ``--config`` keys and keywords are made from).
 #[pyfunction]
-pub fn prepare_settings() -> Vec<Setting> {
+pub fn prepare_settings(py: Python<'_>) -> PyResult<Vec<Setting>> {
     ftx_core::options::Settings::describe()
         .into_iter()
-        .map(|s| Setting {
-            name: s.name,
-            kind: s.kind,
-            help: s.help,
-            choices: s.choices,
-            default: s.default.to_string(),
+        .map(|s| {
+            Ok(Setting {
+                name: s.name,
+                kind: s.kind,
+                help: s.help,
+                choices: s.choices,
+                default: convert::to_py(py, &s.default)?.unbind(),
+            })
         })
         .collect()
 }
 
-/// The problems of a mapping of settings (JSON text), each ``(key, value as JSON, allowed)``;
+/// The problems of a mapping of settings (JSON text), each ``(key, value given, allowed)``;
 /// empty when it is valid.
 #[pyfunction]
-pub fn check_settings(py: Python<'_>, settings: String) -> PyResult<Vec<(String, String, String)>> {
-    errors::run(py, move || {
-        Ok(match settings_from(&settings) {
-            Ok(_) => Vec::new(),
-            Err(issues) => issues
-                .into_iter()
-                .map(|i| (i.key, i.value.to_string(), i.allowed))
-                .collect(),
-        })
-    })
+pub fn check_settings<'py>(
+    py: Python<'py>,
+    settings: String,
+) -> PyResult<Vec<(String, Bound<'py, PyAny>, String)>> {
+    let issues = errors::run(py, move || {
+        Ok(settings_from(&settings).err().unwrap_or_default())
+    })?;
+    issues
+        .into_iter()
+        .map(|i| Ok((i.key, convert::to_py(py, &i.value)?, i.allowed)))
+        .collect()
 }
 
 fn settings_from(text: &str) -> Result<Settings, Vec<Issue>> {
@@ -76,8 +79,8 @@ fn settings_from(text: &str) -> Result<Settings, Vec<Issue>> {
     Settings::from_keys(&keys)
 }
 
-/// Runs the whole prepare pipeline with the interpreter released and returns the report as a
-/// JSON string. ``inputs`` holds ``(path_to_read, original_path, line_offset)`` triples,
+/// Runs the whole prepare pipeline with the interpreter released and returns the report: the
+/// manifest written (``manifest.json``'s keys, in its order) and ``run``, how it ran. ``inputs`` holds ``(path_to_read, original_path, line_offset)`` triples,
 /// ``settings`` a JSON object of settings (``prepare_settings``; unknown keys are refused).
 /// ``progress`` is called with a dict of counters after every batch; Ctrl-C stops the run
 /// cleanly (nothing is published) and raises ``KeyboardInterrupt``.
@@ -87,8 +90,8 @@ fn settings_from(text: &str) -> Result<Settings, Vec<Issue>> {
     threads=None, force=false, progress=None
 ))]
 #[allow(clippy::too_many_arguments)]
-pub fn prepare(
-    py: Python<'_>,
+pub fn prepare<'py>(
+    py: Python<'py>,
     inputs: Vec<(PathBuf, PathBuf, u64)>,
     out_dir: PathBuf,
     settings: &str,
@@ -98,7 +101,7 @@ pub fn prepare(
     threads: Option<usize>,
     force: bool,
     progress: Option<Py<PyAny>>,
-) -> PyResult<String> {
+) -> PyResult<Bound<'py, PyAny>> {
     let build = || -> ftx_core::Result<PrepareOptions> {
         let inputs = inputs
             .into_iter()
@@ -154,7 +157,7 @@ pub fn prepare(
         })
     };
     let report = errors::run(py, || {
-        ftx_core::pipeline::prepare(opts, &on_progress, &cancel)
+        ftx_core::pipeline::prepare(opts, &on_progress, &cancel).and_then(|r| convert::tree(&r))
     })?;
-    Ok(report.to_string())
+    convert::to_py(py, &report)
 }

@@ -1,4 +1,5 @@
-//! Conversions for the one-record-at-a-time calls of `ftx_core::preview`: JSON text in and out.
+//! Conversions for the one-record-at-a-time calls of `ftx_core::preview`: records as JSON text
+//! in, the engine's typed answers out as dicts and lists.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,7 @@ use ftx_core::template::SpecialTokens;
 use ftx_core::Error;
 use pyo3::prelude::*;
 
-use crate::errors;
+use crate::{convert, errors};
 
 fn parse(text: &str) -> ftx_core::Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| Error::Data(format!("record: {e}")))
@@ -26,14 +27,19 @@ fn format_option(format: Option<String>) -> ftx_core::Result<Option<Format>> {
 /// ``{"format": "text", "text"}`` or ``{"reject": {"code", "message"}}``.
 #[pyfunction]
 #[pyo3(signature = (record, *, format=None))]
-pub fn normalize(py: Python<'_>, record: String, format: Option<String>) -> PyResult<String> {
-    errors::run(py, move || {
+pub fn normalize(
+    py: Python<'_>,
+    record: String,
+    format: Option<String>,
+) -> PyResult<Bound<'_, PyAny>> {
+    let out = errors::run(py, move || {
         let opts = FormatOptions {
             forced: format_option(format)?,
             ..FormatOptions::default()
         };
-        Ok(ftx_core::preview::normalized(parse(&record)?, &opts).to_string())
-    })
+        convert::tree(&ftx_core::preview::normalized(parse(&record)?, &opts))
+    })?;
+    convert::to_py(py, &out)
 }
 
 /// Renders one record (JSON) with a chat template's source: ``{"text"}`` or ``{"reject"}``.
@@ -46,21 +52,22 @@ pub fn render_chat(
     add_generation_prompt: bool,
     bos_token: Option<String>,
     eos_token: Option<String>,
-) -> PyResult<String> {
-    errors::run(py, move || {
+) -> PyResult<Bound<'_, PyAny>> {
+    let out = errors::run(py, move || {
         let specials = SpecialTokens {
             bos: bos_token,
             eos: eos_token,
             ..SpecialTokens::default()
         };
         ftx_core::preview::render(&template, specials, parse(&record)?, add_generation_prompt)
-            .map(|v| v.to_string())
-    })
+            .and_then(|v| convert::tree(&v))
+    })?;
+    convert::to_py(py, &out)
 }
 
 /// The generation prompts of records (JSON texts), rendered and tokenized as ``prepare`` renders
-/// and tokenizes them, with the generation prompt; returns ``{"template", "items"}`` as JSON,
-/// each item ``{"text", "ids"}`` or ``{"reject"}``.
+/// and tokenizes them, with the generation prompt; returns ``{"template", "items"}``, each item
+/// ``{"text", "ids"}`` or ``{"reject"}``.
 #[pyfunction]
 #[pyo3(signature = (records, *, model_dir=None, tokenizer=None, chat_template=None))]
 pub fn prompts(
@@ -69,8 +76,8 @@ pub fn prompts(
     model_dir: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
     chat_template: Option<String>,
-) -> PyResult<String> {
-    errors::run(py, move || {
+) -> PyResult<Bound<'_, PyAny>> {
+    let out = errors::run(py, move || {
         let mut o = PrepareOptions::new(Vec::new(), PathBuf::new());
         o.model_dir = model_dir;
         o.tokenizer = tokenizer;
@@ -79,24 +86,26 @@ pub fn prompts(
             .iter()
             .map(|r| parse(r))
             .collect::<ftx_core::Result<Vec<_>>>()?;
-        ftx_core::preview::prompts(&o, values).map(|v| v.to_string())
-    })
+        ftx_core::preview::prompts(&o, values).and_then(|v| convert::tree(&v))
+    })?;
+    convert::to_py(py, &out)
 }
 
-/// Encodes records (JSON texts) as ``prepare`` would; returns ``{"template", "items"}`` as JSON.
+/// Encodes records (JSON texts) as ``prepare`` would; returns ``{"template", "items"}``, each
+/// item ``{"text", "trained", "ids", "mask"}`` or ``{"reject"}``.
 #[pyfunction]
 #[pyo3(signature = (records, *, model_dir=None, tokenizer=None, chat_template=None, format=None, train_on="assistant"))]
-pub fn preview(
-    py: Python<'_>,
+pub fn preview<'py>(
+    py: Python<'py>,
     records: Vec<String>,
     model_dir: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
     chat_template: Option<String>,
     format: Option<String>,
     train_on: &str,
-) -> PyResult<String> {
+) -> PyResult<Bound<'py, PyAny>> {
     let train_on = train_on.to_string();
-    errors::run(py, move || {
+    let out = errors::run(py, move || {
         let mut o = PrepareOptions::new(Vec::new(), PathBuf::new());
         o.model_dir = model_dir;
         o.tokenizer = tokenizer;
@@ -111,6 +120,7 @@ pub fn preview(
             .iter()
             .map(|r| parse(r))
             .collect::<ftx_core::Result<Vec<_>>>()?;
-        ftx_core::preview::preview(&o, values).map(|v| v.to_string())
-    })
+        ftx_core::preview::preview(&o, values).and_then(|v| convert::tree(&v))
+    })?;
+    convert::to_py(py, &out)
 }
