@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 
-# Records per dataset compared in CI (the report, tools/parity.py, compares all of them).
+# Records per dataset compared in CI (the report, python -m tools.parity, compares all of them).
 LIMIT = 15
 
 FAMILY_NAMES = [

@@ -9,25 +9,18 @@ checked with Qwen3's BPE plus their turn markers as special tokens (``_standin``
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from parity_checks import load
 
 LIMIT = 8
-TOOLS = Path(__file__).resolve().parents[2] / "tools" / "parity.py"
 
 
 def _names() -> list[str]:
     # The list is read without importing transformers (collection must stay cheap).
-    spec = importlib.util.spec_from_file_location("ftx_parity_names", TOOLS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return sorted(module.MASK_TOKENIZERS)
+    return sorted(load().MASK_TOKENIZERS)
 
 
 def test_every_training_twin_is_checked_or_has_a_reason(parity: ModuleType) -> None:
