@@ -148,6 +148,32 @@ def test_broken_models_and_out_of_vocabulary_data_are_refused_before_loading(
     assert not (tmp_path / "run").exists()
 
 
+def test_rows_longer_than_the_models_positions_are_refused_before_loading(
+    make_config: Callable[..., dict[str, Any]], tmp_path: Path, tiny_llama: Path
+) -> None:
+    import shutil
+
+    from ftx import train
+
+    limit = json.loads((tiny_llama / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(ConfigIssues) as e:
+        train(make_config(max_seq_length=limit + 1))
+    assert f"max_seq_length = {limit + 1}" in str(e.value)
+    assert f"at most {limit}, the model's max_position_embeddings" in str(e.value)
+    assert not (tmp_path / "run").exists()
+    # Multimodal configs nest the language model's limit.
+    nested = tmp_path / "nested"
+    shutil.copytree(tiny_llama, nested)
+    config = json.loads((nested / "config.json").read_text())
+    config["text_config"] = {"max_position_embeddings": config.pop("max_position_embeddings")}
+    (nested / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigIssues, match="at most"):
+        train(make_config(model=nested, max_seq_length=limit * 2), dry_run=True)
+    # The limit itself is allowed.
+    report = train(make_config(max_seq_length=limit), dry_run=True)
+    assert report.dry_run
+
+
 def test_a_gzipped_tokenizer_hashes_like_the_plain_one(tmp_path: Path, tiny_llama: Path) -> None:
     import gzip
 

@@ -132,6 +132,23 @@ def _model_issues(folder: Path) -> tuple[list[Issue], dict[str, Any], list[Path]
     return issues, config, weights
 
 
+# Where config.json states how many positions the model was trained for, by architecture family
+# (llama, qwen, mistral, gemma, phi: max_position_embeddings; gpt2-style: n_positions).
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def position_limit(model_config: dict[str, Any]) -> tuple[str, int] | None:
+    """The model's longest sequence and the config.json key that says it (multimodal configs
+    nest the language model's under ``text_config``); None where the config does not say."""
+    for scope in (model_config, model_config.get("text_config")):
+        if isinstance(scope, dict):
+            for key in POSITION_KEYS:
+                value = scope.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return key, value
+    return None
+
+
 def check_inputs(config: TrainConfig) -> Inputs:
     """Every check that can fail before the model loads, all reported at once."""
     issues, model_config, weights = _model_issues(Path(config.model))
@@ -184,6 +201,16 @@ def check_inputs(config: TrainConfig) -> Inputs:
                 str(config.model),
                 f"an embedding with a row for every token: it has {rows} rows, but its "
                 f"tokenizer.json has ids up to {top}",
+            )
+        )
+    if (limit := position_limit(model_config)) and config.max_seq_length > limit[1]:
+        # Positions past the limit have no trained RoPE angle or position row: the loss would
+        # train on positions the model never saw, or index past its position table.
+        issues.append(
+            Issue(
+                "max_seq_length",
+                config.max_seq_length,
+                f"at most {limit[1]}, the model's {limit[0]} (config.json)",
             )
         )
     if config.quantize is not None and "quantization" in model_config:
