@@ -169,3 +169,30 @@ def test_every_module_that_imports_mlx_binds_the_fast_blas_first(module: str) ->
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [ln for ln in done.stderr.splitlines() if "libmlx.so" in ln and "`cblas_sgemm'" in ln]
     assert len(lines) == 1 and "_core" in lines[0].split(" to ")[1], lines
+
+
+BLOCK_EXTRAS = """
+import sys
+class Missing:
+    # The trainer extras are absent, as after `pip install ftx`: importing them fails.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("yaml", "pydantic", "mlx", "mlx_lm", "polars"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Missing())
+from ftx.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_prepare_works_with_only_the_base_dependencies(
+    tmp_path: Path, example_data: Path, tiny_model: Path
+) -> None:
+    out = tmp_path / "prepared"
+    args = ["prepare", str(example_data), "--model", str(tiny_model), "--out", str(out), "--quiet"]
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_EXTRAS, *args],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "manifest.json").is_file() and (out / "train.tokens.npy").is_file()

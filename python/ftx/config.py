@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ftx.errors import ConfigError
+from ftx.errors import ConfigError, ConfigIssues, Issue
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -115,28 +114,6 @@ class TrainConfig(BaseModel):
     @property
     def lora_scale(self) -> float:
         return self.alpha / (self.rank**0.5 if self.rslora else self.rank)
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One configuration problem as data: which key, what was given, what is allowed."""
-
-    key: str
-    value: Any
-    allowed: str
-
-    def __str__(self) -> str:
-        return f"{self.key} = {self.value!r}: {self.allowed}"
-
-
-class ConfigIssues(ConfigError):
-    """A configuration with one or more problems; ``issues`` lists them all."""
-
-    def __init__(self, source: str, issues: list[Issue]) -> None:
-        self.source = source
-        self.issues = issues
-        lines = "\n  ".join(str(i) for i in issues)
-        super().__init__(f"{source}: {len(issues)} configuration problem(s)\n  {lines}")
 
 
 FIELDS = tuple(TrainConfig.model_fields)

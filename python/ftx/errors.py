@@ -5,6 +5,9 @@ The Rust engine's errors are mapped onto these classes in one place (``rust/ftx-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 
 class FtxError(Exception):
     """Base class of every error ftx raises on purpose."""
@@ -20,6 +23,28 @@ class TemplateError(FtxError, ValueError):
 
 class ConfigError(FtxError, ValueError):
     """An option, config key or model folder is not usable as given."""
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One configuration problem as data: which key, what was given, what is allowed."""
+
+    key: str
+    value: Any
+    allowed: str
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value!r}: {self.allowed}"
+
+
+class ConfigIssues(ConfigError):
+    """A configuration with one or more problems; ``issues`` lists them all."""
+
+    def __init__(self, source: str, issues: list[Issue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n  ".join(str(i) for i in issues)
+        super().__init__(f"{source}: {len(issues)} configuration problem(s)\n  {lines}")
 
 
 class TokenizerError(FtxError):

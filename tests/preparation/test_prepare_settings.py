@@ -12,7 +12,7 @@ import pytest
 
 import ftx
 from ftx import _core
-from ftx.config import ConfigIssues
+from ftx.errors import ConfigIssues
 from ftx.preparation import PrepareSettings
 
 

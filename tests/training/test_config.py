@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from ftx.cli import main
-from ftx.config import ConfigIssues, TrainConfig, load_config, profiles, validate
+from ftx.config import TrainConfig, load_config, profiles, validate
+from ftx.errors import ConfigIssues
 
 BASE = {"model": "m", "data": "d", "out": "o"}
 

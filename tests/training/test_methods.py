@@ -115,7 +115,7 @@ def test_target_modules_and_num_layers_choose_the_layers(make_config: Make) -> N
 
 def test_unknown_target_module_is_refused_before_loading(make_config: Make) -> None:
     from ftx import train
-    from ftx.config import ConfigIssues
+    from ftx.errors import ConfigIssues
 
     with pytest.raises(ConfigIssues, match="target_modules"):
         train(make_config(target_modules=["self_attn.nope"]))

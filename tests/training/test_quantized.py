@@ -74,7 +74,7 @@ def test_quantize_on_load(bits: int, make_config: Make) -> None:
 
 def test_quantize_refuses_an_already_quantized_base(make_config: Make, llama4: Path) -> None:
     from ftx import train
-    from ftx.config import ConfigIssues
+    from ftx.errors import ConfigIssues
 
     with pytest.raises(ConfigIssues, match="already quantized"):
         train(make_config(model=llama4, quantize=8))

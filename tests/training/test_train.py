@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ftx.config import ConfigIssues
+from ftx.errors import ConfigIssues
 from ftx.training.metrics import KEYS, read_metrics
 
 pytestmark = pytest.mark.mlx

@@ -58,7 +58,8 @@ def config_file_option(f: F) -> F:
             return
         import difflib
 
-        from ftx.config import ConfigIssues, Issue, read_yaml
+        from ftx.config import read_yaml
+        from ftx.errors import ConfigIssues, Issue
 
         options = {
             p.name: p

@@ -111,7 +111,7 @@ class PrepareSettings(TypedDict, total=False):
 def check_settings(settings: Mapping[str, Any], source: str) -> None:
     """Raises ``ConfigIssues`` naming every problem of ``settings`` (unknown keys, types,
     choices, ranges), as the Rust engine finds them."""
-    from ftx.config import ConfigIssues, Issue
+    from ftx.errors import ConfigIssues, Issue
 
     found = _core.check_settings(json.dumps(dict(settings), default=str))
     if found:

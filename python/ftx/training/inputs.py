@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftx.config import ConfigIssues, Issue, TrainConfig
+from ftx.config import TrainConfig
 from ftx.data import Manifest, model_tokenizer_sha256, read_manifest
-from ftx.errors import DataError
+from ftx.errors import ConfigIssues, DataError, Issue
 
 GZIP_MAGIC = b"\x1f\x8b"
 RUN_MANIFEST = "manifest.json"
