@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError
 
 from ftx.errors import ConfigError, ConfigIssues, Issue
 
@@ -85,6 +85,27 @@ class TrainConfig(BaseModel):
         "auto",
         description="On CPU: MLX streams computing shards of a micro-batch at once, each with "
         "a one-thread BLAS (auto: one per core when cores <= batch_size, else 1).",
+    )
+    grad_checkpoint: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute each trained block's activations in the backward pass: less "
+        "memory for about a third more compute (auto: when the run would not fit otherwise).",
+    )
+    loss_chunk: Annotated[int, Field(ge=1)] | Literal["auto", "off"] = Field(
+        "auto",
+        description="Trained positions per chunk of the vocabulary projection and loss, so the "
+        "logits of all of them never exist at once (auto: 64 MiB of logits; off: one piece).",
+    )
+    memory_limit: ByteSize | None = Field(
+        None,
+        description="Memory the run may use, e.g. 12GB (default: the GPU's recommended working "
+        "set, or the RAM available).",
+    )
+    fit: Literal["check", "auto", "off"] = Field(
+        "check",
+        description="Before loading weights: refuse a run whose memory estimate exceeds the "
+        "limit (check), change batch_size, grad_checkpoint, quantize or max_seq_length until "
+        "it fits (auto), or start it anyway (off).",
     )
     seed: int = Field(0, ge=0, description="Seed of data order, adapter init and dropout.")
 
@@ -249,7 +270,17 @@ def _extends_path(name: str, base: Path | None) -> Path:
 
 # Keys a resumed run may change: they say how far to go and how to report, not what to compute.
 RESUMABLE_CHANGES = frozenset(
-    {"iters", "epochs", "save_every", "keep_checkpoints", "report_every", "max_bad_steps"}
+    {
+        "iters",
+        "epochs",
+        "save_every",
+        "keep_checkpoints",
+        "report_every",
+        "max_bad_steps",
+        # The limit a plan is checked against (what fit: auto chose is in the other keys).
+        "memory_limit",
+        "fit",
+    }
 )
 
 

@@ -35,6 +35,12 @@ def wider(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         {"method": "full", "batch_size": 2, "max_seq_length": 512, "optimizer": "adamw"},
         # One long row: the attention weights (heads x L x L per block) dominate.
         {"method": "lora", "batch_size": 1, "max_seq_length": 2048},
+        # Checkpointed: the blocks keep their inputs, one block its activations.
+        {"method": "lora", "batch_size": 4, "max_seq_length": 256, "grad_checkpoint": True},
+        {"method": "lora", "batch_size": 1, "max_seq_length": 2048, "grad_checkpoint": True},
+        {"method": "full", "batch_size": 2, "max_seq_length": 512, "grad_checkpoint": True},
+        # The loss in one piece: the logits of every trained position at once.
+        {"method": "lora", "batch_size": 4, "max_seq_length": 256, "loss_chunk": "off"},
     ],
 )
 def test_estimate_is_within_a_quarter_of_the_measured_peak(

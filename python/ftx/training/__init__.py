@@ -4,13 +4,14 @@ The face checks the config and every input with nothing heavy loaded (``inputs``
 the run to ``run``, which imports MLX through ``ftx.runtime.mlx`` (the BLAS first). The rest of
 the package: ``model`` (base loading and adapters), ``batching`` (the packing plan),
 ``forward`` (the loss), ``trainer`` (the loop), ``checkpoint``, ``optim``, ``schedules``,
-``metrics`` and ``memory`` (the estimate).
+``metrics``, ``memory`` (the estimate), ``fit`` (the plan checked against the memory before
+any weight is read) and ``recompute`` (activation checkpointing, the chunked loss).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ class TrainReport:
     resumed_from: int | None = None
     ranks: int = 1
     rank: int = 0
+    # what fit: auto changed to make the run fit (key: new value)
+    fit_changes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trained_tokens_per_s(self) -> float:

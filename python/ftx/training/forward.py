@@ -13,8 +13,9 @@ training (``Forward.probe``), and packing is refused where they do not hold.
 
 Trained positions only. The hidden states at trained positions are gathered before the LM head
 (``lm_head``, or the tied embedding), so the (tokens x vocab) logits exist only where a loss is
-taken. Models whose ``__call__`` does more than ``head(model.model(x))`` (logit soft-capping, ...)
-are detected by the same probe and computed in full, then gathered.
+taken, and there a chunk of positions at a time (``recompute.chunked_cross_entropy``). Models
+whose ``__call__`` does more than ``head(model.model(x))`` (logit soft-capping, ...) are
+detected by the same probe and computed in full, then gathered.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ftx.runtime.mlx import mx, nn
 
 from ftx.errors import ConfigError
 from ftx.training.model import scalar
+from ftx.training.recompute import chunked_cross_entropy
 
 # Token ids of the probe: below any real vocabulary size.
 PROBE_VOCAB = 64
@@ -63,9 +65,10 @@ def block_mask(segments: mx.array) -> mx.array:
 class Forward:
     """How this model turns a batch into a loss; the two choices are fixed before compiling."""
 
-    def __init__(self, model: nn.Module, packed: bool) -> None:
+    def __init__(self, model: nn.Module, packed: bool, loss_chunk: int | None = None) -> None:
         self.model = model
         self.packed = packed
+        self.loss_chunk = loss_chunk
         self.gather_head = hasattr(model, "model") and callable(self.head)
 
     @property
@@ -106,7 +109,11 @@ class Forward:
     ) -> mx.array:
         """Summed cross-entropy at trained positions over ``norm``, the trained tokens of the
         whole optimizer step: summing micro-batches gives the step's mean over tokens."""
-        logits = self.logits(self.features(inputs, segments)[positions]).astype(mx.float32)
+        features = self.features(inputs, segments)[positions]
+        head = self.head
+        if self.loss_chunk is not None and self.gather_head and head is not None:
+            return chunked_cross_entropy(head, self.loss_chunk)(features, targets, weights) / norm
+        logits = self.logits(features).astype(mx.float32)
         ce = nn.losses.cross_entropy(logits, targets) * weights
         return ce.sum() / norm
 

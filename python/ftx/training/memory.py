@@ -28,6 +28,10 @@ ACTIVATION_WIDTHS = {"hidden": 10.0, "kv": 3.0, "mlp": 5.0, "attention": 1.0}
 # once (the scores and the gradients of the weights and the scores) on top of the saved weights:
 # on long rows these, not the saved copies of every block, set the peak's excess.
 ATTENTION_TRANSIENT = 3.0
+# Checkpointed, the block being differentiated holds its activations computed again and their
+# gradients at once: this many times the activations it saves without checkpointing (attention
+# weights apart), measured in tests/training/test_memory.py.
+RECOMPUTED_BLOCK = 2.5
 # Optimizer state per trainable value.
 STATE_COPIES = {"adamw": 2.0, "adam": 2.0, "sgd": 1.0, "adafactor": 0.0}
 # Logits at trained positions: the logits, their softmax and its gradient, in float32.
@@ -36,7 +40,8 @@ LOGIT_COPIES = 3.0
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes by kind, their total, and what this machine has for it."""
+    """Bytes by kind, their total, the budget they must fit in (``available``) and how the run
+    computes: checkpointed blocks, positions per chunk of the loss (None: in one piece)."""
 
     weights: int
     adapters: int
@@ -46,6 +51,8 @@ class MemoryEstimate:
     total: int
     available: int | None
     fits: bool | None
+    grad_checkpoint: bool = False
+    loss_chunk: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,9 +90,15 @@ def _widths(model_config: dict[str, Any]) -> tuple[int, int, int, int, int]:
 
 
 def estimate_memory(
-    model: nn.Module, config: TrainConfig, plan: Plan, model_config: dict[str, Any]
+    model: nn.Module,
+    config: TrainConfig,
+    plan: Plan,
+    model_config: dict[str, Any],
+    available: int | None,
+    grad_checkpoint: bool,
+    loss_chunk: int | None,
 ) -> MemoryEstimate:
-    """The estimate for the widest micro-batch of ``plan``."""
+    """The estimate for the widest micro-batch of ``plan``, against ``available`` bytes."""
     trainable = sum(v.nbytes for v in trainable_parameters(model).values())
     weights = sum(v.nbytes for _, v in flatten(model.parameters())) - trainable
     gradients = trainable * (2 if config.grad_accumulation > 1 else 1)
@@ -95,25 +108,32 @@ def estimate_memory(
 
     d, kv, mlp, heads, vocab = _widths(model_config)
     rows, width = plan.widest_batch()
-    per_token = (
+    tokens = rows * width
+    dense = (
         ACTIVATION_WIDTHS["hidden"] * d
         + ACTIVATION_WIDTHS["kv"] * kv
         + ACTIVATION_WIDTHS["mlp"] * mlp
-        + ACTIVATION_WIDTHS["attention"] * heads * width
     )
+    attention = ACTIVATION_WIDTHS["attention"] * heads * width
     # Only the trained blocks keep activations for the backward pass: autodiff does not reach
-    # the frozen blocks below them.
+    # the frozen blocks below them. Checkpointed, each keeps its input, and the one block being
+    # differentiated holds its activations again.
     blocks = min(config.num_layers or len(model.layers), len(model.layers))
     itemsize = 4 if not on_gpu() else 2
-    trained = rows * width * plan.trained_fraction
+    if grad_checkpoint:
+        saved = tokens * (blocks * d + RECOMPUTED_BLOCK * dense + attention)
+    else:
+        saved = tokens * blocks * (dense + attention)
     attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
+    trained = tokens * plan.trained_fraction
+    at_once = trained if loss_chunk is None else min(trained, loss_chunk)
     activations = int(
-        (rows * width * blocks * per_token + attention_backward) * itemsize
-        + trained * vocab * 4 * LOGIT_COPIES
+        (saved + attention_backward) * itemsize
+        + at_once * vocab * 4 * LOGIT_COPIES
+        + (0 if loss_chunk is None else trained * d * 4)  # the hidden states' gradient
     )
 
     total = weights + trainable + gradients + optimizer + activations
-    available = available_memory()
     return MemoryEstimate(
         weights=weights,
         adapters=trainable,
@@ -123,4 +143,6 @@ def estimate_memory(
         total=total,
         available=available,
         fits=None if available is None else total <= available,
+        grad_checkpoint=grad_checkpoint,
+        loss_chunk=loss_chunk,
     )

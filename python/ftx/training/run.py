@@ -23,9 +23,9 @@ from ftx.runtime.blas import blas_threads
 from ftx.runtime.streams import choose_streams, cores
 from ftx.training import TrainReport, checkpoint
 from ftx.training.batching import Plan
+from ftx.training.fit import Built, memory_limits, settle
 from ftx.training.forward import Forward
 from ftx.training.inputs import RUN_FORMAT, RUN_MANIFEST, Inputs
-from ftx.training.memory import estimate_memory
 from ftx.training.metrics import MetricsLog, ProgressBar
 from ftx.training.model import (
     ADAPTER_CONFIG,
@@ -36,6 +36,7 @@ from ftx.training.model import (
     on_gpu,
     trainable_parameters,
 )
+from ftx.training.recompute import checkpoint_blocks
 from ftx.training.trainer import Trainer
 
 
@@ -51,48 +52,56 @@ def train(
 
     mx.random.seed(cfg.seed)
     mx.reset_peak_memory()
-    model, base = load_base(cfg, lazy=dry_run)
-    adapter_meta = {"model": str(Path(cfg.model).resolve()), **adapt(model, cfg)}
+    train_split = load_dataset(cfg.data, "train", inputs.embedding_rows)
+
+    def build(c: TrainConfig) -> Built:
+        # Lazy: no weight is read until the plan is settled.
+        model, base = load_base(c, lazy=True)
+        meta = {"model": str(Path(c.model).resolve()), **adapt(model, c)}
+        plan = Plan(train_split, c.batch_size, c.max_seq_length, c.packing, c.seed)
+        return model, base, meta, plan
+
+    fitted = settle(cfg, inputs.model_config, build)
+    cfg, model, plan = fitted.config, fitted.model, fitted.plan
+    for callback in callbacks:
+        callback({"event": "plan", "memory": fitted.memory.to_dict(), "changes": fitted.changes})
     total, trainable = count_parameters(model)
-    plan = Plan(
-        load_dataset(cfg.data, "train", inputs.embedding_rows),
-        cfg.batch_size,
-        cfg.max_seq_length,
-        cfg.packing,
-        cfg.seed,
-    )
     streams = choose_streams(cfg.cpu_streams, cfg.batch_size, cores(), on_gpu(), BLAS)
     setup = TrainReport(
         run_dir=Path(cfg.out),
         dry_run=True,
         method=cfg.method,
-        base=base.describe(),
+        base=fitted.base.describe(),
         blas=BLAS.describe(),
         streams=streams.describe(),
         total_parameters=total,
         trainable_parameters=trainable,
-        memory=estimate_memory(model, cfg, plan, inputs.model_config),
+        memory=fitted.memory,
         truncated_records=plan.truncated,
+        fit_changes=fitted.changes,
     )
     for name in inputs.splits:  # the train split was checked as it loaded
         if name != "train":
             load_dataset(cfg.data, name, inputs.embedding_rows)
     if dry_run:
         return setup
+    mx.eval(model.parameters())
     before = blas_threads(BLAS, streams.blas_threads)
     try:
-        return _run(
-            cfg,
-            model,
-            plan,
-            adapter_meta,
-            inputs.splits,
-            setup,
-            progress,
-            callbacks,
-            resume,
-            streams.count,
-        )
+        with memory_limits(fitted.memory) as headroom:
+            return _run(
+                cfg,
+                model,
+                plan,
+                fitted.adapter_meta,
+                inputs.splits,
+                setup,
+                progress,
+                callbacks,
+                resume,
+                streams.count,
+                headroom,
+            )
     finally:
         if streams.blas_threads is not None:
             blas_threads(BLAS, before)  # a caller's process gets its BLAS threads back
@@ -150,9 +159,15 @@ def _run(
     callbacks: Sequence[Callable[[dict[str, Any]], None]],
     resume: bool | None,
     streams: int,
+    headroom: int | None,
 ) -> TrainReport:
-    forward = Forward(model, cfg.packing)
+    forward = Forward(model, cfg.packing, setup.memory.loss_chunk)
     forward.probe()
+    restore_blocks = (
+        checkpoint_blocks(list(model.layers[-adapter_meta["num_layers"] :]))
+        if cfg.grad_checkpoint is True
+        else None
+    )
 
     def split_plan(name: str) -> Plan | None:
         if name not in splits:
@@ -201,6 +216,7 @@ def _run(
         resume=ckpt,
         group=group,
         streams=streams,
+        cache_limit=headroom,
     )
     # metrics.jsonl restarts from what the checkpoint saw, so it never shows a step twice.
     log = MetricsLog(run_dir / "metrics.jsonl", trainer.state.metrics) if main else None
@@ -213,6 +229,8 @@ def _run(
     finally:
         if log is not None:
             log.close()
+        if restore_blocks is not None:
+            restore_blocks()
     _barrier(group)  # the last checkpoint is written before any rank reads the best one
 
     # The final adapter is the best by validation loss when there was a validation.

@@ -133,6 +133,7 @@ class Trainer:
         resume: Checkpoint | None = None,
         group: mx.distributed.Group | None = None,
         streams: int = 1,
+        cache_limit: int | None = None,
     ) -> None:
         self.model, self.forward, self.config = model, forward, config
         self.plan, self.valid = plan, valid
@@ -143,6 +144,9 @@ class Trainer:
         self.rank = group.rank() if group is not None else 0
         self.ranks = group.size() if group is not None else 1
         self.streams = [mx.new_stream(mx.cpu) for _ in range(streams)] if streams > 1 else []
+        # Rows of other widths leave freed buffers of other sizes in MLX's cache: cleared when
+        # they would take memory the plan did not leave (None: no limit known).
+        self.cache_limit = cache_limit
         if plan.num_batches == 0:
             raise DataError(f"{plan.ds.root}: no train record has a trained token")
         self.steps_per_epoch = math.ceil(plan.num_batches / config.grad_accumulation)
@@ -414,6 +418,8 @@ class Trainer:
                 improved = self._validate()
                 record["val_loss"] = s.val_loss
             record["peak_memory"] = mx.get_peak_memory()
+            if self.cache_limit is not None and mx.get_cache_memory() > self.cache_limit:
+                mx.clear_cache()
             s.elapsed = time.perf_counter() - started
             record["elapsed"] = round(s.elapsed, 3)
             self._report(record)

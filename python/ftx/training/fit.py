@@ -1,0 +1,173 @@
+"""The memory plan, made before a weight is read: the estimate of the run as configured, checked
+against the memory it may use, and what to change when it does not fit.
+
+The model is built lazily (shapes and dtypes, no weight read), so trying another batch size or
+a quantized base costs a rebuild of the graph, not a load. ``fit: check`` (the default) refuses
+a run that does not fit and lists the changes that would fit, each with its estimate;
+``fit: auto`` takes the first of them, in the order below (the least change to what is
+computed first): checkpointing, then fewer rows per micro-batch with as many more micro-batches
+per step (the same rows per optimizer step), then a quantized base, then shorter rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftx.runtime.mlx import mx, nn
+
+from ftx.config import TrainConfig
+from ftx.errors import ConfigError
+from ftx.training.batching import Plan
+from ftx.training.memory import MemoryEstimate, available_memory, estimate_memory
+from ftx.training.model import Base, on_gpu
+
+# loss_chunk: auto: the positions whose float32 logits take this many bytes.
+LOSS_CHUNK_BYTES = 64 * 2**20
+# fit: shorter rows are tried down to this width.
+MIN_ROW = 256
+
+Built = tuple[nn.Module, Base, dict[str, Any], Plan]
+Build = Callable[[TrainConfig], Built]
+
+
+@dataclass
+class Fitted:
+    """The run to start: its config (``grad_checkpoint`` decided), model, base, adapter
+    metadata and plan, their estimate, and what ``fit: auto`` changed."""
+
+    config: TrainConfig
+    model: nn.Module
+    base: Base
+    adapter_meta: dict[str, Any]
+    plan: Plan
+    memory: MemoryEstimate
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+def loss_chunk(config: TrainConfig, vocab: int) -> int | None:
+    """Positions per chunk of the loss; None computes it in one piece."""
+    if config.loss_chunk == "off":
+        return None
+    if config.loss_chunk == "auto":
+        return max(1, LOSS_CHUNK_BYTES // (vocab * 4))
+    return config.loss_chunk
+
+
+def memory_limit(config: TrainConfig) -> tuple[int | None, str]:
+    """The bytes the run may use and where that number comes from."""
+    if config.memory_limit is not None:
+        return int(config.memory_limit), "memory_limit"
+    return available_memory(), "the GPU's working set" if on_gpu() else "the RAM available"
+
+
+def vocab_size(model_config: dict[str, Any]) -> int:
+    return int(model_config.get("text_config", model_config)["vocab_size"])
+
+
+def settle(config: TrainConfig, model_config: dict[str, Any], build: Build) -> Fitted:
+    """The plan of ``config``, or of the first change that fits (``fit: auto``); a
+    ConfigError with the numbers and the changes that fit when it does not (``fit: check``)."""
+    limit, source = memory_limit(config)
+    chunk = loss_chunk(config, vocab_size(model_config))
+
+    def estimate(cfg: TrainConfig, built: Built, checkpointed: bool) -> MemoryEstimate:
+        model, _, _, plan = built
+        return estimate_memory(model, cfg, plan, model_config, limit, checkpointed, chunk)
+
+    built = build(config)
+    checkpointed = config.grad_checkpoint is True
+    if config.grad_checkpoint == "auto":
+        checkpointed = estimate(config, built, False).fits is False
+    memory = estimate(config, built, checkpointed)
+    config = config.model_copy(update={"grad_checkpoint": checkpointed})
+    if memory.fits is not False or config.fit == "off":
+        return Fitted(config, *built, memory)
+
+    fitting: list[tuple[str, dict[str, Any], MemoryEstimate]] = []
+    for kind, changes in _alternatives(config, built[1]):
+        if any(k == kind for k, _, _ in fitting):
+            continue  # the first fitting change of each kind is the one to show
+        cfg = config.model_copy(update=changes)
+        rebuilt = built if set(changes) <= {"grad_checkpoint"} else build(cfg)
+        e = estimate(cfg, rebuilt, cfg.grad_checkpoint is True)
+        if e.fits:
+            if config.fit == "auto":
+                return Fitted(cfg, *rebuilt, e, changes)
+            fitting.append((kind, changes, e))
+    raise ConfigError(_refusal(memory, source, built[3], fitting))
+
+
+def _alternatives(config: TrainConfig, base: Base) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind, changes) in the order ``fit: auto`` tries them."""
+    ckpt = {"grad_checkpoint": True}
+    if config.grad_checkpoint is not True:
+        yield "grad_checkpoint", ckpt
+    rows = config.batch_size
+    fewer = [b for b in range(rows - 1, 0, -1) if rows % b == 0]
+    for b in fewer:
+        yield "batch_size", {**ckpt, "batch_size": b, "grad_accumulation": _more(config, b)}
+    smallest = {**ckpt, "batch_size": 1, "grad_accumulation": _more(config, 1)}
+    quantized = base.quantized_bits or config.quantize is not None or config.method == "full"
+    for bits in () if quantized else (8, 4):
+        yield "quantize", {**smallest, "quantize": bits}
+    width = config.max_seq_length // 2
+    while width >= MIN_ROW:
+        yield "max_seq_length", {**smallest, "max_seq_length": width}
+        width //= 2
+
+
+def _more(config: TrainConfig, rows: int) -> int:
+    return config.grad_accumulation * config.batch_size // rows
+
+
+def gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def _refusal(
+    memory: MemoryEstimate,
+    source: str,
+    plan: Plan,
+    fitting: list[tuple[str, dict[str, Any], MemoryEstimate]],
+) -> str:
+    rows, width = plan.widest_batch()
+    head = (
+        f"the run needs about {gib(memory.total)} but may use {gib(memory.available)} "
+        f"({source}): weights {gib(memory.weights)}, adapters {gib(memory.adapters)}, gradients "
+        f"{gib(memory.gradients)}, optimizer {gib(memory.optimizer)}, activations "
+        f"{gib(memory.activations)} for {rows} rows of {width} tokens"
+        + (", checkpointed" if memory.grad_checkpoint else "")
+    )
+    if memory.available is not None and memory.weights > memory.available:
+        head += f"; the weights alone are more than {gib(memory.available)}"
+    if not fitting:
+        return head + ". No change of batch size, checkpointing, quantization or row width fits."
+    shown = "; ".join(
+        ", ".join(f"{k}: {str(v).lower()}" for k, v in changes.items()) + f" ({gib(e.total)})"
+        for _, changes, e in fitting
+    )
+    return f"{head}. These fit: {shown}. Set them, or --fit auto to take the first."
+
+
+@contextmanager
+def memory_limits(memory: MemoryEstimate) -> Iterator[int | None]:
+    """MLX's limits for the run, given back after it. Metal wires the estimate (as much as its
+    recommended working set allows) so the weights are not paged out between steps; on every
+    device the allocator's cache may hold what the limit leaves above the estimate. Yields that
+    headroom: the loop clears the cache when it grows past it (mlx-lm's clear_cache_threshold)."""
+    headroom = None if memory.available is None else max(0, memory.available - memory.total)
+    wired = None
+    if mx.metal.is_available():
+        recommended = int(mx.device_info().get("max_recommended_working_set_size", 0))
+        wired = mx.set_wired_limit(min(memory.total, recommended) if recommended else memory.total)
+    cache = mx.set_cache_limit(headroom) if headroom is not None else None
+    try:
+        yield headroom
+    finally:
+        if cache is not None:
+            mx.set_cache_limit(cache)
+        if wired is not None:
+            mx.set_wired_limit(wired)
