@@ -74,6 +74,31 @@ def _bytes(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
+def _plan(event: dict[str, Any]) -> str:
+    """The memory plan, printed before any weight is read."""
+    m = event["memory"]
+    how = ["blocks checkpointed" if m["grad_checkpoint"] else "no checkpointing"]
+    how.append(
+        f"loss in chunks of {m['loss_chunk']:,} positions"
+        if m["loss_chunk"]
+        else "loss in one piece"
+    )
+    line = f"memory plan: {_estimate(m)}; {', '.join(how)}"
+    if event["changes"]:
+        shown = ", ".join(f"{k} {str(v).lower()}" for k, v in event["changes"].items())
+        line += f"\nfit auto changed: {shown}"
+    return line
+
+
+def _estimate(m: dict[str, Any]) -> str:
+    return (
+        f"{_bytes(m['total'])} (weights {_bytes(m['weights'])}, adapters {_bytes(m['adapters'])}, "
+        f"gradients {_bytes(m['gradients'])}, optimizer {_bytes(m['optimizer'])}, "
+        f"activations {_bytes(m['activations'])}); available {_bytes(m['available'])}: "
+        + ("fits" if m["fits"] else "does NOT fit" if m["fits"] is not None else "unknown")
+    )
+
+
 def _summary(r: Any) -> Table:
     t = Table(show_header=False, show_edge=False, box=None)
     rows: list[tuple[str, str]] = [
@@ -84,16 +109,7 @@ def _summary(r: Any) -> Table:
         ("streams", r.streams),
         ("parameters", f"{r.total_parameters:,} total, {r.trainable_parameters:,} trainable"),
     ]
-    m = r.memory
-    rows.append(
-        (
-            "memory estimate",
-            f"{_bytes(m.total)} (weights {_bytes(m.weights)}, adapters {_bytes(m.adapters)}, "
-            f"gradients {_bytes(m.gradients)}, optimizer {_bytes(m.optimizer)}, "
-            f"activations {_bytes(m.activations)}); available {_bytes(m.available)}: "
-            + ("fits" if m.fits else "does NOT fit" if m.fits is not None else "unknown"),
-        )
-    )
+    rows.append(("memory estimate", _estimate(r.memory.to_dict())))
     if not r.dry_run:
         losses = ", ".join(
             f"{k} {v:.4f}"
@@ -165,6 +181,8 @@ def command(
     show_progress = not quiet and not as_json and sys.stderr.isatty()
 
     def warn(record: dict[str, Any]) -> None:
+        if record.get("event") == "plan" and not quiet and not as_json:
+            err_console.print(_plan(record), highlight=False, soft_wrap=True)
         if record.get("event") == "skipped_step":
             err_console.print(
                 f"[yellow]warning[/]: step {record['step']} skipped: loss {record['loss']}, "

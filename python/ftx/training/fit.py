@@ -67,21 +67,32 @@ def vocab_size(model_config: dict[str, Any]) -> int:
     return int(model_config.get("text_config", model_config)["vocab_size"])
 
 
-def settle(config: TrainConfig, model_config: dict[str, Any], build: Build) -> Fitted:
+def settle(
+    config: TrainConfig,
+    model_config: dict[str, Any],
+    build: Build,
+    streams: Callable[[TrainConfig], int],
+) -> Fitted:
     """The plan of ``config``, or of the first change that fits (``fit: auto``); a
-    ConfigError with the numbers and the changes that fit when it does not (``fit: check``)."""
+    ConfigError with the numbers and the changes that fit when it does not (``fit: check``).
+    ``streams``: how many CPU streams share a micro-batch under a config."""
     limit, source = memory_limit(config)
     chunk = loss_chunk(config, vocab_size(model_config))
 
     def estimate(cfg: TrainConfig, built: Built, checkpointed: bool) -> MemoryEstimate:
         model, _, _, plan = built
-        return estimate_memory(model, cfg, plan, model_config, limit, checkpointed, chunk)
+        return estimate_memory(
+            model, cfg, plan, model_config, limit, checkpointed, chunk, streams(cfg)
+        )
 
     built = build(config)
     checkpointed = config.grad_checkpoint is True
-    if config.grad_checkpoint == "auto":
-        checkpointed = estimate(config, built, False).fits is False
     memory = estimate(config, built, checkpointed)
+    if config.grad_checkpoint == "auto" and memory.fits is False:
+        # On a model of few blocks the block being differentiated costs more than it saves.
+        smaller = estimate(config, built, True)
+        checkpointed = smaller.total < memory.total
+        memory = smaller if checkpointed else memory
     config = config.model_copy(update={"grad_checkpoint": checkpointed})
     if memory.fits is not False or config.fit == "off":
         return Fitted(config, *built, memory)
@@ -123,8 +134,10 @@ def _more(config: TrainConfig, rows: int) -> int:
     return config.grad_accumulation * config.batch_size // rows
 
 
-def gib(n: int | None) -> str:
-    return "?" if n is None else f"{n / 2**30:.2f} GiB"
+def size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _refusal(
@@ -135,18 +148,18 @@ def _refusal(
 ) -> str:
     rows, width = plan.widest_batch()
     head = (
-        f"the run needs about {gib(memory.total)} but may use {gib(memory.available)} "
-        f"({source}): weights {gib(memory.weights)}, adapters {gib(memory.adapters)}, gradients "
-        f"{gib(memory.gradients)}, optimizer {gib(memory.optimizer)}, activations "
-        f"{gib(memory.activations)} for {rows} rows of {width} tokens"
+        f"the run needs about {size(memory.total)} but may use {size(memory.available)} "
+        f"({source}): weights {size(memory.weights)}, adapters {size(memory.adapters)}, gradients "
+        f"{size(memory.gradients)}, optimizer {size(memory.optimizer)}, activations "
+        f"{size(memory.activations)} for {rows} rows of {width} tokens"
         + (", checkpointed" if memory.grad_checkpoint else "")
     )
     if memory.available is not None and memory.weights > memory.available:
-        head += f"; the weights alone are more than {gib(memory.available)}"
+        head += f"; the weights alone are more than {size(memory.available)}"
     if not fitting:
         return head + ". No change of batch size, checkpointing, quantization or row width fits."
     shown = "; ".join(
-        ", ".join(f"{k}: {str(v).lower()}" for k, v in changes.items()) + f" ({gib(e.total)})"
+        ", ".join(f"{k}: {str(v).lower()}" for k, v in changes.items()) + f" ({size(e.total)})"
         for _, changes, e in fitting
     )
     return f"{head}. These fit: {shown}. Set them, or --fit auto to take the first."

@@ -20,7 +20,7 @@ from ftx.data import load_dataset
 from ftx.errors import ConfigError
 from ftx.files import write_atomic, write_text_atomic
 from ftx.runtime.blas import blas_threads
-from ftx.runtime.streams import choose_streams, cores
+from ftx.runtime.streams import Streams, choose_streams, cores
 from ftx.training import TrainReport, checkpoint
 from ftx.training.batching import Plan
 from ftx.training.fit import Built, memory_limits, settle
@@ -61,12 +61,15 @@ def train(
         plan = Plan(train_split, c.batch_size, c.max_seq_length, c.packing, c.seed)
         return model, base, meta, plan
 
-    fitted = settle(cfg, inputs.model_config, build)
+    def streams_of(c: TrainConfig) -> Streams:
+        return choose_streams(c.cpu_streams, c.batch_size, cores(), on_gpu(), BLAS)
+
+    fitted = settle(cfg, inputs.model_config, build, lambda c: streams_of(c).count)
     cfg, model, plan = fitted.config, fitted.model, fitted.plan
     for callback in callbacks:
         callback({"event": "plan", "memory": fitted.memory.to_dict(), "changes": fitted.changes})
     total, trainable = count_parameters(model)
-    streams = choose_streams(cfg.cpu_streams, cfg.batch_size, cores(), on_gpu(), BLAS)
+    streams = streams_of(cfg)
     setup = TrainReport(
         run_dir=Path(cfg.out),
         dry_run=True,

@@ -282,19 +282,23 @@ class Trainer:
         """One optimizer step: (loss, grad norm, applied, token counts of all ranks)."""
         cfg, plan = self.config, self.plan
         mx.random.seed(cfg.seed * STEP_SEED_STRIDE + self.state.step)
-        batches: list[tuple[int, Batch]] = [
-            (k, make_batch(plan.ds, part, plan.budget, plan.packing))
+        batches: list[list[tuple[int, Batch]]] = [
+            [(k, make_batch(plan.ds, part, plan.budget, plan.packing)) for k, part in shards]
             for rows in micro_batches
-            for k, part in self._shards(rows)
+            if (shards := self._shards(rows))
         ]
-        local = [sum(getattr(b, c) for _, b in batches) for c in COUNTS]
+        local = [sum(getattr(b, c) for micro in batches for _, b in micro) for c in COUNTS]
         counts = tuple(int(c) for c in self._all_sum(mx.array(local)).tolist())
         norm = mx.array(float(max(1, counts[0])))
         loss, accs = mx.array(0.0), cast(dict[int, Grads], {})
-        for k, b in batches:
-            with self._on(k):
-                part, accs[k] = self._micro(_arrays(b), norm, accs.get(k))
-            loss = loss + part
+        for micro in batches:
+            for k, b in micro:
+                with self._on(k):
+                    part, accs[k] = self._micro(_arrays(b), norm, accs.get(k))
+                loss = loss + part
+            # One micro-batch at a time: evaluated together, the micro-batches of a step would
+            # hold their activations at once, and accumulation would save no memory.
+            mx.eval(loss, accs)
         if accs:
             acc = reduce(partial(tree_map, mx.add), accs.values())
         else:  # this rank had no rows in this step

@@ -1,0 +1,147 @@
+"""The memory plan comes before any weight is read: a run that does not fit its memory is refused
+with the numbers and the changes that fit, ``fit: auto`` takes one, ``grad_checkpoint: auto``
+turns checkpointing on exactly when the run needs it, and a limit below the weights is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftx.errors import ConfigError
+
+pytestmark = pytest.mark.mlx
+
+Make = Callable[..., dict[str, Any]]
+
+
+def estimates(keys: dict[str, Any]) -> tuple[Any, Any]:
+    """The dry-run estimates without and with checkpointing."""
+    from ftx import train
+
+    plain = train({**keys, "grad_checkpoint": False}, dry_run=True).memory
+    checkpointed = train({**keys, "grad_checkpoint": True}, dry_run=True).memory
+    assert checkpointed.total < plain.total
+    return plain, checkpointed
+
+
+@pytest.fixture(scope="module")
+def deeper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Blocks enough that checkpointing saves memory, weights enough to see them load."""
+    from tiny_models import build_model
+
+    return build_model(
+        tmp_path_factory.mktemp("fit") / "model",
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=32,
+    )
+
+
+@pytest.fixture
+def keys(make_config: Make, deeper: Path) -> dict[str, Any]:
+    return make_config(model=deeper, batch_size=4, max_seq_length=256, save_every=None)
+
+
+def test_auto_checkpointing_turns_on_only_when_the_run_needs_it(keys: dict[str, Any]) -> None:
+    from ftx import train
+
+    plain, checkpointed = estimates(keys)
+    between = (plain.total + checkpointed.total) // 2
+    assert train({**keys, "memory_limit": between}, dry_run=True).memory.grad_checkpoint
+    roomy = train({**keys, "memory_limit": plain.total * 2}, dry_run=True).memory
+    assert roomy.grad_checkpoint is False
+    assert roomy.available == plain.total * 2
+
+
+def test_a_run_that_does_not_fit_is_refused_with_what_would_fit(keys: dict[str, Any]) -> None:
+    from ftx import train
+    from ftx.training.fit import size
+
+    _, checkpointed = estimates(keys)
+    limit = checkpointed.total - 1
+    with pytest.raises(ConfigError) as e:
+        train({**keys, "memory_limit": limit})
+    message = str(e.value)
+    assert f"may use {size(limit)} (memory_limit)" in message
+    assert "batch_size: " in message and "grad_accumulation: " in message
+    assert "--fit auto" in message
+    assert not Path(keys["out"]).exists()  # refused before the run folder was made
+
+
+def test_fit_auto_takes_the_first_change_that_fits(keys: dict[str, Any]) -> None:
+    from ftx import train
+    from ftx.config import read_yaml
+
+    _, checkpointed = estimates(keys)
+    report = train({**keys, "memory_limit": checkpointed.total - 1, "fit": "auto"})
+    # Fewer rows per micro-batch, as many more micro-batches: the same rows per step.
+    assert report.fit_changes == {"grad_checkpoint": True, "batch_size": 2, "grad_accumulation": 2}
+    assert report.memory.fits is True
+    saved = read_yaml(report.run_dir / "config.yaml")
+    assert (saved["batch_size"], saved["grad_accumulation"], saved["grad_checkpoint"]) == (
+        2,
+        2,
+        True,
+    )
+    assert report.peak_memory <= 1.25 * report.memory.total
+
+
+def test_a_limit_below_the_weights_is_refused_before_they_load(keys: dict[str, Any]) -> None:
+    import mlx.core as mx
+
+    from ftx import train
+
+    plain, _ = estimates(keys)
+    before = mx.get_active_memory()
+    with pytest.raises(ConfigError, match="the weights alone are more than") as e:
+        train({**keys, "memory_limit": plain.weights // 2})
+    assert "No change of batch size, checkpointing, quantization or row width fits" in str(e.value)
+    assert mx.get_active_memory() - before < plain.weights / 4  # nothing was read
+
+
+def test_the_plan_arrives_before_the_weights_are_read(keys: dict[str, Any]) -> None:
+    import mlx.core as mx
+
+    from ftx import train
+
+    seen: list[tuple[dict[str, Any], int]] = []
+
+    def on_plan(record: dict[str, Any]) -> None:
+        if record.get("event") == "plan":
+            seen.append((record, mx.get_active_memory()))
+
+    mx.clear_cache()
+    before = mx.get_active_memory()
+    report = train(keys, callbacks=[on_plan])
+    ((plan, active),) = seen
+    assert plan["memory"] == report.memory.to_dict()
+    assert active - before < report.memory.weights / 4
+
+
+def test_the_cli_prints_the_plan_and_refuses_with_exit_2(keys: dict[str, Any]) -> None:
+    flags = ["--model", str(keys["model"]), "--data", str(keys["data"]), "--iters", "1"]
+    ok = subprocess.run(
+        [sys.executable, "-m", "ftx.cli", "train", *flags, "--out", str(keys["out"])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "memory plan: " in ok.stderr and "fits" in ok.stderr
+    limited = [*flags, "--memory-limit", "1MiB", "--out", str(keys["out"]) + "2"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "ftx.cli", "train", *limited],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "may use 1.0 MiB (memory_limit)" in refused.stderr
