@@ -26,10 +26,9 @@ pytestmark = pytest.mark.mlx
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """W&B offline and silent, MLflow on a SQLite file (returned), neither phoning home."""
+    """W&B offline, MLflow on a SQLite file (returned), neither phoning home."""
     for key, value in {
         "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
         "WANDB_DISABLE_GIT": "true",
         "WANDB_DISABLE_CODE": "true",
         "WANDB_ERROR_REPORTING": "false",
