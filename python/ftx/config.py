@@ -186,6 +186,9 @@ def _cross_issues(c: TrainConfig) -> list[Issue]:
         out.append(Issue("target_modules", c.target_modules, "name at least one module"))
     if len(set(c.report_to)) < len(c.report_to):
         out.append(Issue("report_to", c.report_to, "name each tracker once"))
+    for key in ("project", "run_name"):
+        if getattr(c, key) is not None and not c.report_to:
+            out.append(Issue(key, getattr(c, key), "names the run in a tracker; give report_to"))
     return out
 
 

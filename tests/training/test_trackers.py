@@ -289,6 +289,8 @@ def test_report_to_is_a_yaml_list_or_a_comma_separated_flag_and_may_change_on_re
     assert "report_to.0 = 'neptune'" in str(bad.value) and "'tensorboard'" in str(bad.value)
     with pytest.raises(ConfigIssues, match="name each tracker once"):
         validate({**base, "report_to": ["wandb", "wandb"]})
+    with pytest.raises(ConfigIssues, match="run_name = 'r': names the run in a tracker"):
+        validate({**base, "run_name": "r"})
 
     before = resolved(validate(base))
     after = resolved(validate({**base, "report_to": ["mlflow"], "project": "p", "run_name": "r"}))
