@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -168,6 +170,46 @@ def test_each_tracker_records_the_config_every_metrics_line_and_the_summary(
     assert {k: mlrun.data.metrics[f"summary/{k}"] for k in numbers} == numbers
     words = {k: v for k, v in flat(summary).items() if isinstance(v, str)}
     assert {k: mlrun.data.tags[f"summary/{k}"] for k in words} == words
+
+
+@pytest.mark.slow
+def test_tensorboard_keeps_the_reports_of_a_killed_run_and_shows_the_resumed_one_once(
+    tiny_llama: Path, prepared: Path, tmp_path: Path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    command = [
+        *(sys.executable, "-m", "ftx.cli", "train", "--quiet", "--report-to", "tensorboard"),
+        *("--model", str(tiny_llama), "--data", str(prepared), "--out", str(out)),
+        *("--iters", "30", "--batch-size", "2", "--max-seq-length", "128"),
+        *("--report-every", "1", "--save-every", "3"),
+    ]
+
+    def board_steps() -> list[int]:
+        board = EventAccumulator(str(out / "tensorboard"))
+        board.Reload()
+        return [e.step for e in board.Scalars("train_loss")] if board.Tags()["scalars"] else []
+
+    def metrics_steps() -> list[int]:
+        path = out / "metrics.jsonl"
+        return [r["step"] for r in read_metrics(path) if "event" not in r] if path.is_file() else []
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(metrics_steps()) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    seen = metrics_steps()
+    # The trackers hear of a line after metrics.jsonl has it: the kill may fall in between.
+    assert board_steps() in (seen, seen[:-1])
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list((out / "tensorboard").iterdir())) == 2
+    assert board_steps() == metrics_steps() == list(range(1, 31))
 
 
 def closed_port() -> str:

@@ -206,7 +206,8 @@ def _run(
     # metrics.jsonl restarts from what the checkpoint saw, so it never shows a step twice.
     log = MetricsLog(run_dir / "metrics.jsonl", trainer.state.metrics) if main else None
     # Only rank 0 reports; a tracker that fails is dropped, and the run goes on.
-    reporting = Reporting(cfg.report_to if main else (), resolved(cfg), run_dir)
+    names = cfg.report_to if main else ()
+    reporting = Reporting(names, resolved(cfg), run_dir, trainer.state.step)
     trainer.callbacks += [*([log] if log is not None else []), *callbacks, reporting]
     with reporting:
         show = progress and main

@@ -33,7 +33,8 @@ class Tracker(Protocol):
 
     package: ClassVar[str]
 
-    def start(self, config: dict[str, Any], run_dir: Path) -> None: ...
+    def start(self, config: dict[str, Any], run_dir: Path, step: int) -> None:
+        """``step``: the step the run continues from, 0 when it starts fresh."""
 
     def log(self, metrics: dict[str, float], step: int) -> None: ...
 
@@ -82,19 +83,23 @@ def json_block(data: Mapping[str, Any]) -> str:
 class TensorBoard:
     """Event files in ``RUN_DIR/tensorboard`` (``tensorboard --logdir RUN_DIR``), by tensorboardX:
     a scalar per metric, the config and the summary as text, the summary's numbers as
-    ``summary/*`` scalars at the last step."""
+    ``summary/*`` scalars at the last step. A resumed run adds a file there."""
 
     package: ClassVar[str] = "tensorboardX"
 
-    def start(self, config: dict[str, Any], run_dir: Path) -> None:
+    def start(self, config: dict[str, Any], run_dir: Path, step: int) -> None:
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        # The killed run may have reported steps past its checkpoint: TensorBoard drops them.
+        purge = step + 1 if step else None
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         self.writer.add_text("config", json_block(config), 0)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
+        # Like metrics.jsonl, a killed run keeps its reports (tensorboardX flushes every 2 min).
+        self.writer.flush()
 
     def finish(self, summary: dict[str, Any] | None) -> None:
         if summary is not None:
@@ -112,7 +117,7 @@ class WandB:
 
     package: ClassVar[str] = "wandb"
 
-    def start(self, config: dict[str, Any], run_dir: Path) -> None:
+    def start(self, config: dict[str, Any], run_dir: Path, step: int) -> None:
         import wandb
 
         self.run = wandb.init(
@@ -140,7 +145,7 @@ class MLflow:
     # MLflow's limit on the entries of one log_batch call.
     BATCH = 100
 
-    def start(self, config: dict[str, Any], run_dir: Path) -> None:
+    def start(self, config: dict[str, Any], run_dir: Path, step: int) -> None:
         import mlflow
         from mlflow.entities import Param
 
@@ -212,9 +217,11 @@ class Reporting:
     """The trainer's callback that feeds every tracker of ``report_to``. As a context it starts
     them and, when the run ends in an exception, finishes them as failed."""
 
-    def __init__(self, names: Iterable[str], config: dict[str, Any], run_dir: Path) -> None:
+    def __init__(
+        self, names: Iterable[str], config: dict[str, Any], run_dir: Path, step: int
+    ) -> None:
         self.live: dict[str, Tracker] = {name: BACKENDS[name]() for name in names}
-        self.config, self.run_dir = config, run_dir
+        self.config, self.run_dir, self.step = config, run_dir, step
         self.finished = False
 
     def _each(self, what: str, call: Callable[[Tracker], None]) -> None:
@@ -232,7 +239,7 @@ class Reporting:
                 )
 
     def __enter__(self) -> Reporting:
-        self._each("start", lambda t: t.start(self.config, self.run_dir))
+        self._each("start", lambda t: t.start(self.config, self.run_dir, self.step))
         return self
 
     def __call__(self, record: dict[str, Any]) -> None:
