@@ -18,6 +18,7 @@ from ftx.errors import (
     FtxPermissionError,
     TemplateError,
     TokenizerError,
+    TrackerWarning,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ __all__ = [
     "PreparedDataset",
     "TemplateError",
     "TokenizerError",
+    "TrackerWarning",
     "TrainReport",
     "__version__",
     "convert",

@@ -22,6 +22,8 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 Method = Literal["lora", "dora", "full"]
 OptimizerName = Literal["adamw", "adam", "sgd", "adafactor"]
 ScheduleName = Literal["constant", "linear", "cosine", "cosine_restarts", "one_cycle"]
+# The trackers of ftx.training.trackers, each behind the pip extra of its name.
+TrackerName = Literal["tensorboard", "wandb", "mlflow"]
 
 
 class TrainConfig(BaseModel):
@@ -116,6 +118,19 @@ class TrainConfig(BaseModel):
         None, ge=1, description="Micro-batches per validation (default: the whole split)."
     )
     report_every: int = Field(10, ge=1, description="Train metrics every N steps.")
+    report_to: list[TrackerName] = Field(
+        default_factory=list,
+        description="Trackers that also get the config, every metrics line and the summary: "
+        "tensorboard, wandb, mlflow (each an extra: pip install 'ftx[wandb]').",
+    )
+    project: str | None = Field(
+        None,
+        description="W&B project and MLflow experiment (default: WANDB_PROJECT or "
+        "MLFLOW_EXPERIMENT_NAME, else ftx).",
+    )
+    run_name: str | None = Field(
+        None, description="The run's name in the trackers (default: the run folder's name)."
+    )
     save_every: int | None = Field(
         100, ge=1, description="Checkpoint every N steps (also at the end and on Ctrl-C)."
     )
@@ -190,6 +205,11 @@ def _cross_issues(c: TrainConfig) -> list[Issue]:
         out.append(Issue("patience", c.patience, "early stopping needs eval_every"))
     if c.target_modules is not None and not c.target_modules:
         out.append(Issue("target_modules", c.target_modules, "name at least one module"))
+    if len(set(c.report_to)) < len(c.report_to):
+        out.append(Issue("report_to", c.report_to, "name each tracker once"))
+    for key in ("project", "run_name"):
+        if getattr(c, key) is not None and not c.report_to:
+            out.append(Issue(key, getattr(c, key), "names the run in a tracker; give report_to"))
     return out
 
 
@@ -271,15 +291,10 @@ def _extends_path(name: str, base: Path | None) -> Path:
 # Keys a resumed run may change: they say how far to go and how to report, not what to compute.
 RESUMABLE_CHANGES = frozenset(
     {
-        "iters",
-        "epochs",
-        "save_every",
-        "keep_checkpoints",
-        "report_every",
-        "max_bad_steps",
+        *("iters", "epochs", "save_every", "keep_checkpoints", "max_bad_steps"),
+        *("report_every", "report_to", "project", "run_name"),
         # The limit a plan is checked against (what fit: auto chose is in the other keys).
-        "memory_limit",
-        "fit",
+        *("memory_limit", "fit"),
     }
 )
 

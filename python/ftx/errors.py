@@ -55,6 +55,10 @@ class TrainingInterrupted(FtxError):
     """Ctrl-C stopped a training run after a checkpoint of its last complete step."""
 
 
+class TrackerWarning(UserWarning):
+    """A tracker of ``report_to`` failed and was dropped; the run went on without it."""
+
+
 class FtxIOError(FtxError, OSError):
     """Reading or writing a file failed."""
 
@@ -76,5 +80,6 @@ __all__ = [
     "FtxPermissionError",
     "TemplateError",
     "TokenizerError",
+    "TrackerWarning",
     "TrainingInterrupted",
 ]

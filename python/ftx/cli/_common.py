@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
 
 from ftx.errors import ConfigError, FtxError
 from ftx.report import err_console
@@ -40,7 +41,8 @@ def guarded(debug: bool, work: Callable[[], Any]) -> Any:
         if debug:
             raise
         code = EXIT_USAGE if isinstance(e, ConfigError | FileNotFoundError) else EXIT_FAILED
-        err_console.print(f"[bold red]error[/]: {e}", highlight=False, soft_wrap=True)
+        # Escaped: messages hold brackets (pip install 'ftx[wandb]') that rich would take as markup.
+        err_console.print(f"[bold red]error[/]: {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(code)
 
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, TextIO, Union, get_args, get_origin
 
 import click
 from pydantic.fields import FieldInfo
+from rich.markup import escape
 from rich.table import Table
 
 from ftx.cli._common import common_options, guarded, print_json
 from ftx.config import TrainConfig, load_config, profiles
-from ftx.errors import TrainingInterrupted
+from ftx.errors import TrackerWarning, TrainingInterrupted
 from ftx.report import err_console, out_console
 
 # The shell's convention for a run stopped by SIGINT.
@@ -142,6 +145,30 @@ def _summary(r: Any) -> Table:
     return t
 
 
+@contextmanager
+def _tracker_warnings_as_lines() -> Iterator[None]:
+    """A failed tracker as one line, like the run's other warnings; the rest as Python shows it."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            if issubclass(category, TrackerWarning):
+                text = escape(str(message))
+                err_console.print(f"[yellow]warning[/]: {text}", highlight=False, soft_wrap=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 @click.command("train")
 @click.option(
     "--config",
@@ -192,13 +219,14 @@ def command(
 
     def work() -> Any:
         cfg = load_config(config_file, {**keys, "extends": extends})
-        try:
-            return train(
-                cfg, dry_run=dry_run, progress=show_progress, callbacks=[warn], resume=resume
-            )
-        except TrainingInterrupted as e:
-            err_console.print(f"[yellow]{e}[/]", highlight=False, soft_wrap=True)
-            sys.exit(EXIT_INTERRUPTED)
+        with _tracker_warnings_as_lines():
+            try:
+                return train(
+                    cfg, dry_run=dry_run, progress=show_progress, callbacks=[warn], resume=resume
+                )
+            except TrainingInterrupted as e:
+                err_console.print(f"[yellow]{e}[/]", highlight=False, soft_wrap=True)
+                sys.exit(EXIT_INTERRUPTED)
 
     report = guarded(debug, work)
     if report.rank != 0:  # data parallel: rank 0 speaks for the run

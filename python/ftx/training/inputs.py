@@ -17,6 +17,7 @@ from typing import Any
 from ftx.config import TrainConfig
 from ftx.data import Manifest, model_tokenizer_sha256, read_manifest
 from ftx.errors import ConfigIssues, DataError, Issue
+from ftx.training.trackers import missing
 
 GZIP_MAGIC = b"\x1f\x8b"
 RUN_MANIFEST = "manifest.json"
@@ -215,6 +216,8 @@ def check_inputs(config: TrainConfig) -> Inputs:
         )
     if config.quantize is not None and "quantization" in model_config:
         issues.append(Issue("quantize", config.quantize, "the base is already quantized"))
+
+    issues += missing(config.report_to)
 
     out = Path(config.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_run_folder(out))):

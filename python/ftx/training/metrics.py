@@ -37,6 +37,13 @@ KEYS = (
 )
 
 
+def is_line(record: dict[str, Any]) -> bool:
+    """Whether a record is a line of metrics.jsonl: an event, or a step that measured a loss."""
+    return bool(record.get("event")) or any(
+        record.get(k) is not None for k in ("train_loss", "val_loss")
+    )
+
+
 def line(record: dict[str, Any]) -> str:
     """A step's line has every key of ``KEYS``; an event's line (``event``: resumed,
     checkpoint, skipped_step, stopped) has what the event says."""
@@ -56,9 +63,7 @@ class MetricsLog:
         self._file: IO[str] = path.open("a", encoding="utf-8")
 
     def __call__(self, record: dict[str, Any]) -> None:
-        if not record.get("event") and (
-            record.get("train_loss") is None and record.get("val_loss") is None
-        ):
+        if not is_line(record):
             return
         # One write per line: a crash leaves whole lines.
         self._file.write(line(record))

@@ -37,6 +37,7 @@ from ftx.training.model import (
     trainable_parameters,
 )
 from ftx.training.recompute import checkpoint_blocks
+from ftx.training.trackers import Reporting
 from ftx.training.trainer import Trainer
 
 
@@ -223,56 +224,61 @@ def _run(
     )
     # metrics.jsonl restarts from what the checkpoint saw, so it never shows a step twice.
     log = MetricsLog(run_dir / "metrics.jsonl", trainer.state.metrics) if main else None
-    trainer.callbacks += [log, *callbacks] if log is not None else [*callbacks]
-    show = progress and main
-    try:
-        with ProgressBar(trainer.total_steps, enabled=show, start=trainer.state.step) as bar:
-            trainer.callbacks.append(bar)
-            state = trainer.fit()
-    finally:
-        if log is not None:
-            log.close()
-        if restore_blocks is not None:
-            restore_blocks()
-    _barrier(group)  # the last checkpoint is written before any rank reads the best one
+    # Only rank 0 reports; a tracker that fails is dropped, and the run goes on.
+    names = cfg.report_to if main else ()
+    reporting = Reporting(names, resolved(cfg), run_dir, trainer.state.step)
+    trainer.callbacks += [*([log] if log is not None else []), *callbacks, reporting]
+    with reporting:
+        show = progress and main
+        try:
+            with ProgressBar(trainer.total_steps, enabled=show, start=trainer.state.step) as bar:
+                trainer.callbacks.append(bar)
+                state = trainer.fit()
+        finally:
+            if log is not None:
+                log.close()
+            if restore_blocks is not None:
+                restore_blocks()
+        _barrier(group)  # the last checkpoint is written before any rank reads the best one
 
-    # The final adapter is the best by validation loss when there was a validation.
-    best = state.best_step
-    if best is not None:
-        model.load_weights(checkpoint.load(checkpoint.folder(run_dir, best)).weights(), False)
-    weights = trainable_parameters(model)
-    if main:
-        write_atomic(run_dir / ADAPTERS, lambda p: mx.save_safetensors(str(p), weights))
-        write_text_atomic(run_dir / ADAPTER_CONFIG, json.dumps(adapter_meta, indent=2) + "\n")
-    test = split_plan("test")
-    test_loss = trainer.evaluate(test) if test is not None else None
-    t = state.totals
-    report = replace(
-        setup,
-        dry_run=False,
-        steps=state.step,
-        epochs=state.step / trainer.steps_per_epoch,
-        train_loss=state.train_loss,
-        val_loss=state.val_loss,
-        test_loss=test_loss,
-        grad_norm=state.grad_norm,
-        trained_tokens=t.trained_tokens,
-        processed_tokens=t.real_tokens,
-        computed_tokens=t.computed_tokens,
-        seconds=t.seconds,
-        peak_memory=mx.get_peak_memory(),
-        stop_reason=state.stop_reason,
-        best_step=best,
-        best_val_loss=state.best_val,
-        skipped_steps=state.skipped_steps,
-        resumed_from=manifest["resumed_from"],
-        ranks=group.size(),
-        rank=group.rank(),
-    )
-    if main:
-        manifest["finished"] = datetime.now(timezone.utc).isoformat()
-        manifest["report"] = report.to_dict()
-        _write_json(run_dir / RUN_MANIFEST, manifest)
+        # The final adapter is the best by validation loss when there was a validation.
+        best = state.best_step
+        if best is not None:
+            model.load_weights(checkpoint.load(checkpoint.folder(run_dir, best)).weights(), False)
+        weights = trainable_parameters(model)
+        if main:
+            write_atomic(run_dir / ADAPTERS, lambda p: mx.save_safetensors(str(p), weights))
+            write_text_atomic(run_dir / ADAPTER_CONFIG, json.dumps(adapter_meta, indent=2) + "\n")
+        test = split_plan("test")
+        test_loss = trainer.evaluate(test) if test is not None else None
+        t = state.totals
+        report = replace(
+            setup,
+            dry_run=False,
+            steps=state.step,
+            epochs=state.step / trainer.steps_per_epoch,
+            train_loss=state.train_loss,
+            val_loss=state.val_loss,
+            test_loss=test_loss,
+            grad_norm=state.grad_norm,
+            trained_tokens=t.trained_tokens,
+            processed_tokens=t.real_tokens,
+            computed_tokens=t.computed_tokens,
+            seconds=t.seconds,
+            peak_memory=mx.get_peak_memory(),
+            stop_reason=state.stop_reason,
+            best_step=best,
+            best_val_loss=state.best_val,
+            skipped_steps=state.skipped_steps,
+            resumed_from=manifest["resumed_from"],
+            ranks=group.size(),
+            rank=group.rank(),
+        )
+        if main:
+            manifest["finished"] = datetime.now(timezone.utc).isoformat()
+            manifest["report"] = report.to_dict()
+            _write_json(run_dir / RUN_MANIFEST, manifest)
+        reporting.finish(report.to_dict())
     return report
 
 

@@ -41,6 +41,7 @@ from ftx.training import checkpoint
 from ftx.training.batching import Batch, Plan, Rows, make_batch
 from ftx.training.checkpoint import Checkpoint
 from ftx.training.forward import Forward
+from ftx.training.metrics import is_line
 from ftx.training.model import flatten, scalar, trainable_parameters
 from ftx.training.optim import build_optimizer, set_learning_rate
 from ftx.training.schedules import build_schedule
@@ -266,11 +267,7 @@ class Trainer:
         )
 
     def _report(self, record: dict[str, Any]) -> None:
-        if (
-            record.get("event")
-            or record.get("train_loss") is not None
-            or (record.get("val_loss") is not None)
-        ):
+        if is_line(record):
             self.state.metrics.append(record)
         for callback in self.callbacks:
             callback(record)
