@@ -25,10 +25,9 @@ from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
 from ftx.evaluation.heldout import HeldOut, read_heldout
 from ftx.evaluation.scoring import Rates, Score, rates, score
 from ftx.files import write_text_atomic
+from ftx.run_folder import EVAL_DIR, EVAL_EXAMPLES, EVAL_RESULTS
 from ftx.training.inputs import model_embedding_rows
 
-RESULTS = "results.json"
-EXAMPLES = "examples.jsonl"
 # Default generation budget: the longest reference's tokens times this, plus a margin for
 # the template's own markup (tags, end of turn). Bounded, so a CPU run stays short.
 MAX_TOKENS_FACTOR = 1.5
@@ -220,11 +219,11 @@ def _write_results(
     }
     if examples:
         lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in examples)
-        write_text_atomic(out_dir / EXAMPLES, lines)
+        write_text_atomic(out_dir / EVAL_EXAMPLES, lines)
     else:
-        (out_dir / EXAMPLES).unlink(missing_ok=True)
+        (out_dir / EVAL_EXAMPLES).unlink(missing_ok=True)
     body = {**result.to_dict(), "provenance": provenance}
-    write_text_atomic(out_dir / RESULTS, json.dumps(body, indent=2) + "\n")
+    write_text_atomic(out_dir / EVAL_RESULTS, json.dumps(body, indent=2) + "\n")
 
 
 def evaluate(
@@ -321,7 +320,7 @@ def evaluate(
 
     out_dir = Path(out) if out is not None else None
     if out_dir is None and inputs.adapter is not None:
-        out_dir = inputs.adapter / "eval"
+        out_dir = inputs.adapter / EVAL_DIR
     result = EvalResult(
         model=inputs.model,
         adapter=inputs.adapter,
