@@ -46,7 +46,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path, prepared
         }
     )
     assert report.best_step == BEST_STEP and report.steps == STOP_STEP, report.stop_reason
+    # Training writes the report, which has no evaluation yet ...
+    assert report.run_report == out / "report.html" and report.warnings == ()
+    assert "<p>No evaluation." in report.run_report.read_text(encoding="utf-8")
     heldout = out.parent / "heldout.jsonl"
     heldout.write_text("".join(json.dumps(r) + "\n" for r in HELDOUT), encoding="utf-8")
-    evaluate(tiny_llama, adapter=out, data=[prepared, heldout], max_tokens=6)
+    # ... and evaluating into the run folder rewrites it with the evaluation.
+    result = evaluate(tiny_llama, adapter=out, data=[prepared, heldout], max_tokens=6)
+    assert result.run_report == out / "report.html" and result.warnings == ()
     return out

@@ -33,8 +33,11 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_training_writes_the_report_with_every_chart_and_the_markers(run_dir: Path) -> None:
+def test_the_run_folder_report_has_every_chart_the_markers_and_the_evaluation(
+    run_dir: Path,
+) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "<h3>Generations</h3>" in page and "No evaluation." not in page
     manifest = json.loads((run_dir / "manifest.json").read_text())
     best = manifest["report"]["best_step"]
     assert manifest["report"]["stop_reason"].startswith("early stopping") and best is not None

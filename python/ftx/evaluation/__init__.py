@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
 from ftx.evaluation.heldout import HeldOut, read_heldout
 from ftx.evaluation.scoring import Rates, Score, rates, score
 from ftx.files import write_text_atomic
-from ftx.run_folder import EVAL_DIR, EVAL_EXAMPLES, EVAL_RESULTS
+from ftx.run_folder import EVAL_DIR, EVAL_EXAMPLES, EVAL_RESULTS, METRICS
+from ftx.run_report import try_write_report
 from ftx.training.inputs import model_embedding_rows
 
 # Default generation budget: the longest reference's tokens times this, plus a margin for
@@ -114,6 +115,9 @@ class EvalResult:
     adapted: ModelResult | None
     out_dir: Path | None
     seconds: float
+    # RUN_DIR/report.html, rewritten when the results went into the run folder's eval/
+    run_report: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     def delta(self) -> dict[str, float]:
         """Adapted minus base, for every metric both have."""
@@ -139,6 +143,8 @@ class EvalResult:
             "delta": self.delta(),
             "out_dir": None if self.out_dir is None else str(self.out_dir),
             "seconds": self.seconds,
+            "run_report": None if self.run_report is None else str(self.run_report),
+            "warnings": list(self.warnings),
         }
 
 
@@ -250,7 +256,8 @@ def evaluate(
     ``seed``, up to ``max_tokens`` per answer (default: from the longest reference) on the
     first ``limit`` records. ``max_seq_length`` cuts longer records in the loss (default:
     none is cut). Results go to ``out`` (default: ``ADAPTER/eval`` when there is an adapter,
-    else nowhere) as ``results.json`` and ``examples.jsonl``, one line per held-out example.
+    else nowhere) as ``results.json`` and ``examples.jsonl``, one line per held-out example;
+    when that is a training run's ``eval/``, its ``report.html`` is rewritten to show them.
     """
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -336,4 +343,12 @@ def evaluate(
     if out_dir is not None:
         rendered = [tokenizer.decode(p) for p in prompts]
         _write_results(out_dir, result, _example_lines(inputs, rendered, results), started)
+        folder = inputs.adapter
+        if (
+            folder is not None
+            and out_dir.resolve() == (folder / EVAL_DIR).resolve()
+            and (folder / METRICS).is_file()
+        ):
+            html, notes = try_write_report(folder)  # the run's page gets this evaluation
+            result = replace(result, run_report=html, warnings=tuple(notes))
     return result

@@ -81,9 +81,9 @@ def write_report(
     return RunReport(html, list(figs), images, list(contents.notes))
 
 
-def report_after_training(run_dir: Path) -> tuple[Path | None, list[str]]:
-    """The report a finished run writes: (its path, warnings), or (None, why not). Never
-    raises: the run is done and its adapters are saved, whatever happens to its report."""
+def try_write_report(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """``RUN_DIR/report.html`` as a finished run or evaluation writes it: (its path, warnings),
+    or (None, why not). Never raises: that work is done and saved, whatever its report does."""
     try:
         r = write_report(run_dir)
     except Exception as e:  # any failure at all: the run itself succeeded

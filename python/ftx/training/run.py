@@ -20,7 +20,7 @@ from ftx.data import load_dataset
 from ftx.errors import ConfigError
 from ftx.files import write_atomic, write_text_atomic
 from ftx.run_folder import RUN_FORMAT, RUN_MANIFEST
-from ftx.run_report import report_after_training
+from ftx.run_report import try_write_report
 from ftx.runtime.blas import blas_threads
 from ftx.runtime.streams import choose_streams, cores
 from ftx.training import TrainReport, checkpoint
@@ -254,7 +254,7 @@ def _run(
         manifest["finished"] = datetime.now(timezone.utc).isoformat()
         manifest["report"] = report.to_dict()
         _write_json(run_dir / RUN_MANIFEST, manifest)
-        html, notes = report_after_training(run_dir)  # reads the manifest just written
+        html, notes = try_write_report(run_dir)  # reads the manifest just written
         report = replace(report, run_report=html, warnings=tuple(notes))
     return report
 
