@@ -33,7 +33,7 @@ def chromium() -> str:
 
 
 def test_every_chart_renders_offline_without_errors(
-    run_dir: Path, chromium: str, tmp_path: Path
+    chromium: str, run_dir: Path, tmp_path: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -69,7 +69,7 @@ def test_every_chart_renders_offline_without_errors(
     assert shot.read_bytes().startswith(PNG_MAGIC)
 
 
-def test_png_writes_every_chart_as_an_image(run_dir: Path, chromium: str, tmp_path: Path) -> None:
+def test_png_writes_every_chart_as_an_image(chromium: str, run_dir: Path, tmp_path: Path) -> None:
     report = write_report(run_dir, out=tmp_path / "report.html", png=True)
     assert [p.name for p in report.images] == [f"report-{name}.png" for name in CHARTS]
     for image in report.images:
