@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: quickstart setup wheel install lint fmt test test-rust test-python fuzz bench ci clean
+.PHONY: quickstart setup wheel install chromium lint fmt test test-rust test-python fuzz bench ci clean
 
 quickstart: install
 	$(BIN)/ftx quickstart --out runs/quickstart
@@ -34,6 +34,13 @@ $(VENV)/.installed: dist/.built
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/ftx-*.whl
 	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[train,dev]"
 	touch $@
+
+# Debian's chromium, for the run report's browser test and `ftx report --png`; installed only
+# when missing (as root, or through sudo).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 lint: install
 	cargo fmt --all --check

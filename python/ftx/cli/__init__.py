@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
     "evaluate": ("ftx.cli.evaluate", "Loss and generation metrics, base vs adapted, side by side."),
     "quickstart": ("ftx.cli.quickstart", "The whole loop on the embedded model: train, prove it."),
+    "report": ("ftx.cli.report", "A run folder as one HTML page: data, curves, evaluation."),
 }
 
 

@@ -147,3 +147,8 @@ def command(as_json: bool, quiet: bool, debug: bool, **keys: Any) -> None:
         out_console.print(results_view(result))
         if result.out_dir is not None:
             out_console.print(f"results: {result.out_dir}", highlight=False)
+        if result.run_report is not None:
+            out_console.print(f"report: {result.run_report}", highlight=False)
+    if not as_json:
+        for w in result.warnings:
+            err_console.print(f"[yellow]warning[/]: {w}", highlight=False, soft_wrap=True)

@@ -70,12 +70,14 @@ def summary(r: Any) -> str:
 
 
 def where(r: Any) -> str:
+    page = r.evaluation.run_report
     return "\n".join(
         [
             f"run:     {r.run_dir}",
             f"adapter: {r.run_dir / 'adapters.safetensors'}",
             f"report:  {r.results / 'results.json'} (per-example outputs: "
             f"{r.results / 'examples.jsonl'})",
+            *([f"page:    {page} (the run report, for a browser)"] if page is not None else []),
             f"summary: {r.out_dir / 'quickstart.json'}",
         ]
     )

@@ -140,6 +140,8 @@ def _summary(r: Any) -> Table:
             rows.append(("resumed", f"from the checkpoint of step {r.resumed_from}"))
         if r.skipped_steps:
             rows.append(("skipped steps", f"{r.skipped_steps} (non-finite loss or gradient)"))
+        if r.run_report is not None:
+            rows.append(("report", str(r.run_report)))
     for k, v in rows:
         t.add_row(f"[bold]{k}[/]", v)
     return t
@@ -235,6 +237,9 @@ def command(
         print_json(report.to_dict())
     elif not quiet:
         out_console.print(_summary(report))
+    if not as_json:
+        for w in report.warnings:
+            err_console.print(f"[yellow]warning[/]: {w}", highlight=False, soft_wrap=True)
     if report.truncated_records and not as_json:
         err_console.print(
             f"{report.truncated_records} records are longer than max_seq_length and were cut"

@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,10 @@ from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
 from ftx.evaluation.heldout import HeldOut, read_heldout
 from ftx.evaluation.scoring import Rates, Score, rates, score
 from ftx.files import write_text_atomic
+from ftx.run_folder import EVAL_DIR, EVAL_EXAMPLES, EVAL_RESULTS, METRICS
+from ftx.run_report import try_write_report
 from ftx.training.inputs import model_embedding_rows
 
-RESULTS = "results.json"
-EXAMPLES = "examples.jsonl"
 # Default generation budget: the longest reference's tokens times this, plus a margin for
 # the template's own markup (tags, end of turn). Bounded, so a CPU run stays short.
 MAX_TOKENS_FACTOR = 1.5
@@ -115,6 +115,9 @@ class EvalResult:
     adapted: ModelResult | None
     out_dir: Path | None
     seconds: float
+    # RUN_DIR/report.html, rewritten when the results went into the run folder's eval/
+    run_report: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     def delta(self) -> dict[str, float]:
         """Adapted minus base, for every metric both have."""
@@ -140,6 +143,8 @@ class EvalResult:
             "delta": self.delta(),
             "out_dir": None if self.out_dir is None else str(self.out_dir),
             "seconds": self.seconds,
+            "run_report": None if self.run_report is None else str(self.run_report),
+            "warnings": list(self.warnings),
         }
 
 
@@ -220,11 +225,11 @@ def _write_results(
     }
     if examples:
         lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in examples)
-        write_text_atomic(out_dir / EXAMPLES, lines)
+        write_text_atomic(out_dir / EVAL_EXAMPLES, lines)
     else:
-        (out_dir / EXAMPLES).unlink(missing_ok=True)
+        (out_dir / EVAL_EXAMPLES).unlink(missing_ok=True)
     body = {**result.to_dict(), "provenance": provenance}
-    write_text_atomic(out_dir / RESULTS, json.dumps(body, indent=2) + "\n")
+    write_text_atomic(out_dir / EVAL_RESULTS, json.dumps(body, indent=2) + "\n")
 
 
 def evaluate(
@@ -251,7 +256,8 @@ def evaluate(
     ``seed``, up to ``max_tokens`` per answer (default: from the longest reference) on the
     first ``limit`` records. ``max_seq_length`` cuts longer records in the loss (default:
     none is cut). Results go to ``out`` (default: ``ADAPTER/eval`` when there is an adapter,
-    else nowhere) as ``results.json`` and ``examples.jsonl``, one line per held-out example.
+    else nowhere) as ``results.json`` and ``examples.jsonl``, one line per held-out example;
+    when that is a training run's ``eval/``, its ``report.html`` is rewritten to show them.
     """
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -321,7 +327,7 @@ def evaluate(
 
     out_dir = Path(out) if out is not None else None
     if out_dir is None and inputs.adapter is not None:
-        out_dir = inputs.adapter / "eval"
+        out_dir = inputs.adapter / EVAL_DIR
     result = EvalResult(
         model=inputs.model,
         adapter=inputs.adapter,
@@ -337,4 +343,12 @@ def evaluate(
     if out_dir is not None:
         rendered = [tokenizer.decode(p) for p in prompts]
         _write_results(out_dir, result, _example_lines(inputs, rendered, results), started)
+        folder = inputs.adapter
+        if (
+            folder is not None
+            and out_dir.resolve() == (folder / EVAL_DIR).resolve()
+            and (folder / METRICS).is_file()
+        ):
+            html, notes = try_write_report(folder)  # the run's page gets this evaluation
+            result = replace(result, run_report=html, warnings=tuple(notes))
     return result

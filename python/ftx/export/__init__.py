@@ -45,7 +45,6 @@ GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
 FLOAT_DTYPES = ("float16", "bfloat16", "float32")
 PROVENANCE = "ftx_fuse.json"
-RUN_MANIFEST = "manifest.json"
 # Files of a model folder that the fused model replaces instead of copying.
 REPLACED = ("config.json", "model.safetensors.index.json", PROVENANCE)
 

@@ -26,7 +26,6 @@ from ftx.export import (
     DEFAULT_GROUP_SIZE,
     PROVENANCE,
     REPLACED,
-    RUN_MANIFEST,
     FuseOptions,
     FuseReport,
 )
@@ -47,6 +46,7 @@ from ftx.export.perplexity import SplitLoss, model_loss
 from ftx.export.quantization import plan_all, quantize_layers, warnings_for
 from ftx.files import sha256_file
 from ftx.gguf.write import FLOAT_OF, write_gguf
+from ftx.run_folder import RUN_MANIFEST
 from ftx.staged_folder import staged_folder
 from ftx.training.model import cast_floats, float_dtype
 

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainReport:
-    """What ``train`` did (or, for a dry run, would do). ``memory`` is the estimate."""
+    """What ``train`` did (or, for a dry run, would do). ``memory`` is the estimate.
+    ``run_report`` (the HTML report) and ``warnings`` come after the manifest is written, so
+    its copy of this report has neither."""
 
     run_dir: Path
     dry_run: bool
@@ -56,6 +58,8 @@ class TrainReport:
     rank: int = 0
     # what fit: auto changed to make the run fit (key: new value)
     fit_changes: dict[str, Any] = field(default_factory=dict)
+    run_report: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def trained_tokens_per_s(self) -> float:
@@ -73,6 +77,7 @@ class TrainReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
+        d["run_report"] = None if self.run_report is None else str(self.run_report)
         d["memory"] = self.memory.to_dict()
         for key in ("trained_tokens_per_s", "processed_tokens_per_s", "packing_efficiency"):
             d[key] = getattr(self, key)

@@ -17,11 +17,10 @@ from typing import Any
 from ftx.config import TrainConfig
 from ftx.data import Manifest, model_tokenizer_sha256, read_manifest
 from ftx.errors import ConfigIssues, DataError, Issue
+from ftx.run_folder import RUN_FORMAT, RUN_MANIFEST
 from ftx.training.trackers import missing
 
 GZIP_MAGIC = b"\x1f\x8b"
-RUN_MANIFEST = "manifest.json"
-RUN_FORMAT = "ftx-run"
 # Weight names inside a block: model.layers.3.self_attn.q_proj.weight -> (3, self_attn.q_proj).
 BLOCK_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.(?:weight|scales)$")
 # The input embedding's weight in the architectures mlx-lm loads.

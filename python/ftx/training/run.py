@@ -19,13 +19,15 @@ from ftx.config import TrainConfig, config_diff, dump, read_yaml, resolved
 from ftx.data import load_dataset
 from ftx.errors import ConfigError
 from ftx.files import write_atomic, write_text_atomic
+from ftx.run_folder import RUN_FORMAT, RUN_MANIFEST
+from ftx.run_report import try_write_report
 from ftx.runtime.blas import blas_threads
 from ftx.runtime.streams import Streams, choose_streams, cores
 from ftx.training import TrainReport, checkpoint
 from ftx.training.batching import Plan
 from ftx.training.fit import Built, memory_limits, settle
 from ftx.training.forward import Forward
-from ftx.training.inputs import RUN_FORMAT, RUN_MANIFEST, Inputs
+from ftx.training.inputs import Inputs
 from ftx.training.metrics import MetricsLog, ProgressBar
 from ftx.training.model import (
     ADAPTER_CONFIG,
@@ -278,6 +280,8 @@ def _run(
             manifest["finished"] = datetime.now(timezone.utc).isoformat()
             manifest["report"] = report.to_dict()
             _write_json(run_dir / RUN_MANIFEST, manifest)
+            html, notes = try_write_report(run_dir)  # reads the manifest just written
+            report = replace(report, run_report=html, warnings=tuple(notes))
         reporting.finish(report.to_dict())
     return report
 
