@@ -134,6 +134,16 @@ def test_every_config_key_is_a_flag_of_the_same_name() -> None:
         assert "--" + key.replace("_", "-") in flags
 
 
+def test_help_shows_each_flag_s_values_in_words() -> None:
+    from click.testing import CliRunner
+
+    from ftx.cli.train import command
+
+    shown = CliRunner().invoke(command, ["--help"], terminal_width=200).output
+    assert "--grad-checkpoint [true|false|auto]" in shown
+    assert "<class" not in shown
+
+
 def test_cli_reports_config_problems_with_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

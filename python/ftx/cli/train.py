@@ -64,6 +64,8 @@ def _option(name: str, field: FieldInfo) -> Decorator:
 def _shown(ann: Any) -> str:
     if get_origin(ann) is Literal:
         return "|".join(str(c) for c in get_args(ann))
+    if ann is bool:
+        return "true|false"
     return "N" if get_args(ann)[:1] == (int,) or ann is int else str(ann)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from ftx.runtime.mlx import mx, nn
 
 from ftx.config import TrainConfig
+from ftx.training.attention import CHUNK_BYTES, query_chunk
 from ftx.training.batching import Plan
 from ftx.training.model import flatten, on_gpu, trainable_parameters
 
@@ -28,6 +29,9 @@ ACTIVATION_WIDTHS = {"hidden": 10.0, "kv": 3.0, "mlp": 5.0, "attention": 1.0}
 # once (the scores and the gradients of the weights and the scores) on top of the saved weights:
 # on long rows these, not the saved copies of every block, set the peak's excess.
 ATTENTION_TRANSIENT = 3.0
+# Chunked attention's weights alive at once: MLX encodes a few chunks ahead of the one it
+# computes (measured on SmolLM2's shapes, 2k-16k tokens, in tests/training/test_memory.py).
+CHUNKS_AT_ONCE = 12.0
 # Checkpointed, the block being differentiated holds its activations computed again and their
 # gradients at once: this many times the activations it saves without checkpointing (attention
 # weights apart), measured in tests/training/test_memory.py.
@@ -121,6 +125,13 @@ def estimate_memory(
         + ACTIVATION_WIDTHS["mlp"] * mlp
     )
     attention = ACTIVATION_WIDTHS["attention"] * heads * width
+    attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
+    if not on_gpu() and rows * heads * width * width * 4 > CHUNK_BYTES:
+        # Chunked (training/attention.py): a log-sum-exp per head is kept instead of the weights,
+        # and the backward holds a few chunks' weights, not the whole square.
+        attention = heads
+        chunk = min(width, query_chunk(rows, heads, width))
+        attention_backward = CHUNKS_AT_ONCE * rows * heads * chunk * width
     # Only the trained blocks keep activations for the backward pass: autodiff does not reach
     # the frozen blocks below them. Checkpointed, each keeps its input, and the one block being
     # differentiated holds its activations again.
@@ -130,7 +141,6 @@ def estimate_memory(
         saved = tokens * (blocks * d + RECOMPUTED_BLOCK * dense + attention)
     else:
         saved = tokens * blocks * (dense + attention)
-    attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
     trained = tokens * plan.trained_fraction
     at_once = trained if loss_chunk is None else min(trained, loss_chunk)
     activations = int(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from ftx.run_report import try_write_report
 from ftx.runtime.blas import blas_threads
 from ftx.runtime.streams import Streams, choose_streams, cores
 from ftx.training import TrainReport, checkpoint
+from ftx.training.attention import efficient_attention
 from ftx.training.batching import Plan
 from ftx.training.fit import Built, memory_limits, settle
 from ftx.training.forward import Forward
@@ -94,7 +96,9 @@ def train(
     mx.eval(model.parameters())
     before = blas_threads(BLAS, streams.blas_threads)
     try:
-        with memory_limits(fitted.memory) as headroom:
+        # MLX's GPU backends have their own attention kernels; its CPU computes the weights whole.
+        attention = nullcontext() if on_gpu() else efficient_attention()
+        with memory_limits(fitted.memory) as headroom, attention:
             return _run(
                 cfg,
                 model,

@@ -1,0 +1,207 @@
+"""Long rows within memory (issue 21): peak memory and trained tokens/s of one-row steps at long
+row widths on SmolLM2-135M-Instruct (float32, CPU), side by side in one run:
+
+- ftx with neither checkpointing nor the chunked loss
+  (``--grad-checkpoint false --loss-chunk off``),
+- ftx with the chunked loss (its default), and with checkpointed blocks as well,
+- ``mlx_lm.lora --grad-checkpoint`` on the same records.
+
+(ftx's attention is chunked on the CPU in every ftx row: training/attention.py.) From the measured
+peaks, each side's peak is fitted as a + bL + cL^2 and solved for the longest row that fits
+``FTX_BENCH_BUDGET`` (default 8 GiB). Goals: ftx checkpointed fits at least 2x the row of
+``mlx_lm.lora --grad-checkpoint`` in that budget; checkpointing costs at most 1.4x the step time.
+A side whose peak, extrapolated from its shorter rows, would not fit this machine's free memory
+is not run at that width (it is reported as not fitting).
+
+Rows: ``FTX_BENCH_ROWS`` (default 2048,8192,16384). One step at 2k takes about 1.5 minutes on
+2 cores and a 16k step about half an hour, so ``FTX_BENCH_ROWS=512,1024,2048`` is what fits a
+session here. Run: pytest benches/test_long_context.py -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _corpus import CACHE, SHARED
+
+from ftx.training.memory import available_memory
+
+pytest.importorskip("mlx_lm")
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = [int(n) for n in os.environ.get("FTX_BENCH_ROWS", "2048,8192,16384").split(",")]
+BUDGET = int(float(os.environ.get("FTX_BENCH_BUDGET", 8 * 2**30)))
+# Two steps: the second is the steady one (the first compiles).
+ITERS = 2
+# Template and prompt around the reply, in tokens.
+MARGIN = 64
+SIDES = {
+    "ftx": ["--grad-checkpoint", "false", "--loss-chunk", "off"],
+    "ftx_chunked_loss": ["--grad-checkpoint", "false"],
+    "ftx_checkpointed": ["--grad-checkpoint", "true"],
+    "mlx_lm_lora_grad_checkpoint": [],
+}
+
+
+def _records(model: Path, width: int, out: Path) -> Path:
+    """Three chat records of about ``width`` tokens each (a short question, a long answer made
+    of alpaca_en_demo's answers), as train.jsonl; a short valid.jsonl for mlx-lm."""
+    from tokenizers import Tokenizer
+
+    src = SHARED / "data" / "datasets" / "llama_factory" / "alpaca_en_demo.json"
+    if not src.exists():
+        pytest.skip(f"{src} missing")
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    answers = [r["output"] for r in json.loads(src.read_text())]
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "train.jsonl").open("w") as f:
+        for k in range(3):
+            ids: list[int] = []
+            i = k * 97
+            while len(ids) < width:
+                ids += tok.encode(answers[i % len(answers)] + "\n\n", add_special_tokens=False).ids
+                i += 1
+            reply = tok.decode(ids[: width - MARGIN])
+            msgs = [
+                {"role": "user", "content": "Write down everything you know."},
+                {"role": "assistant", "content": reply},
+            ]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+    short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    (out / "valid.jsonl").write_text(json.dumps({"messages": short}) + "\n")
+    return out
+
+
+def _ftx(model: Path, data: Path, width: int, run: Path, extra: list[str]) -> dict[str, Any]:
+    import ftx
+    from ftx.training.metrics import read_metrics
+
+    prepared = run.with_name(run.name + "-data")
+    ftx.prepare(data / "train.jsonl", out=prepared, model=model, valid=0, force=True)
+    args = [
+        *("--model", model, "--data", prepared, "--out", run, "--iters", ITERS),
+        *("--batch-size", 1, "--max-seq-length", width, "--rank", 8, "--alpha", 16),
+        *("--report-every", 1, "--save-every", ITERS, "--schedule", "constant"),
+        *("--fit", "off"),
+        *extra,
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "ftx.cli", "train", *map(str, args), "--json", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    steps = [r for r in read_metrics(run / "metrics.jsonl") if r.get("train_loss") is not None]
+    return {
+        "peak_bytes": summary["peak_memory"],
+        "estimate_bytes": summary["memory"]["total"],
+        "trained_tok_s": steps[-1]["trained_tokens_per_s"],
+    }
+
+
+def _mlx_lm(model: Path, data: Path, width: int, out: Path) -> dict[str, Any]:
+    reports = out.with_suffix(".json")
+    args = [
+        *("--model", model, "--train", "--data", data, "--adapter-path", out),
+        *("--iters", ITERS, "--batch-size", 1, "--num-layers", -1),
+        *("--max-seq-length", width, "--mask-prompt", "--grad-checkpoint"),
+        *("--steps-per-report", 1, "--steps-per-eval", 100 * ITERS, "--val-batches", 0),
+    ]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benches" / "_mlx_lm_lora.py"), reports, *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = json.loads(reports.read_text())[-1]
+    return {
+        "peak_bytes": int(last["peak_memory"] * 1e9),
+        "trained_tok_s": last["tokens_per_second"],
+    }
+
+
+def _fit(widths: list[int], peaks: list[int]) -> np.ndarray:
+    """a, b, c of peak = a + b L + c L^2 (a line through two points; none from one)."""
+    deg = min(2, len(widths) - 1)
+    coef = np.polyfit(np.array(widths, float), np.array(peaks, float), deg)[::-1]
+    return np.pad(coef, (0, 3 - len(coef)))
+
+
+def _longest(coef: np.ndarray, budget: int) -> float | None:
+    """The largest L with a + bL + cL^2 <= budget (None: nothing fits, or the fit is flat)."""
+    a, b, c = coef
+    if abs(c) < 1e-30:
+        return None if b <= 0 else (budget - a) / b
+    roots = np.roots([c, b, a - budget])
+    real = [r.real for r in roots if abs(r.imag) < 1e-9 and r.real > 0]
+    return max(real) if real else None
+
+
+def test_long_rows_in_a_memory_budget(tmp_path: Path) -> None:
+    from ftx.default_model import default_model
+
+    model = default_model(dequantize=True, cache=CACHE / "smollm2").path
+    free = available_memory() or 0
+    results: dict[str, dict[int, dict[str, Any]]] = {side: {} for side in SIDES}
+    for width in sorted(ROWS):
+        data = _records(model, width, tmp_path / f"data-{width}")
+        for side, extra in SIDES.items():
+            done = results[side]
+            if len(done) >= 2:
+                guess = float(
+                    np.polyval(
+                        _fit(list(done), [r["peak_bytes"] for r in done.values()])[::-1], width
+                    )
+                )
+                if guess > 0.9 * free:
+                    done[width] = {"skipped": f"extrapolated peak {guess / 2**30:.1f} GiB > free"}
+                    continue
+            run = tmp_path / f"{side}-{width}"
+            done[width] = (
+                _mlx_lm(model, data, width, run)
+                if side.startswith("mlx")
+                else _ftx(model, data, width, run, extra)
+            )
+            print(f"{side} {width}: {json.dumps(done[width])}", flush=True)
+
+    summary: dict[str, Any] = {"budget_bytes": BUDGET, "rows": ROWS, "sides": results}
+    longest: dict[str, float | None] = {}
+    for side, by_width in results.items():
+        measured = {w: r for w, r in by_width.items() if "peak_bytes" in r}
+        if measured:
+            coef = _fit(list(measured), [r["peak_bytes"] for r in measured.values()])
+            longest[side] = _longest(coef, BUDGET)
+    summary["longest_row_in_budget"] = longest
+    peer = longest.get("mlx_lm_lora_grad_checkpoint")
+    ours = longest.get("ftx_checkpointed")
+    summary["longest_row_ratio"] = ours / peer if ours and peer else None
+    both = [
+        w
+        for w in results["ftx_checkpointed"]
+        if "trained_tok_s" in results["ftx_checkpointed"][w]
+        and "trained_tok_s" in results["ftx_chunked_loss"].get(w, {})
+    ]
+    summary["checkpointing_step_time_ratio"] = {
+        w: results["ftx_chunked_loss"][w]["trained_tok_s"]
+        / results["ftx_checkpointed"][w]["trained_tok_s"]
+        for w in both
+    }
+    summary["estimate_over_peak"] = {
+        side: {
+            w: r["estimate_bytes"] / r["peak_bytes"] for w, r in by.items() if "estimate_bytes" in r
+        }
+        for side, by in results.items()
+    }
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / "long_context.json").write_text(json.dumps(summary, indent=2))
+    print("\n" + json.dumps(summary, indent=2))
+    assert summary["longest_row_ratio"] is not None and summary["longest_row_ratio"] >= 2.0
+    assert all(r <= 1.4 for r in summary["checkpointing_step_time_ratio"].values())
