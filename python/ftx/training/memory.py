@@ -30,7 +30,8 @@ ACTIVATION_WIDTHS = {"hidden": 10.0, "kv": 3.0, "mlp": 5.0, "attention": 1.0}
 # on long rows these, not the saved copies of every block, set the peak's excess.
 ATTENTION_TRANSIENT = 3.0
 # Chunked attention's weights alive at once: MLX encodes a few chunks ahead of the one it
-# computes (measured on SmolLM2's shapes, 2k-16k tokens, in tests/training/test_memory.py).
+# computes, more when its worker thread is slowed (the 2k rows of tests/training/test_memory.py
+# and SmolLM2's widths at 2k: 10 chunks; at 8k on a loaded machine: 34).
 CHUNKS_AT_ONCE = 12.0
 # Checkpointed, the block being differentiated holds its activations computed again and their
 # gradients at once: this many times the activations it saves without checkpointing (attention
