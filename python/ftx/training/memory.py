@@ -127,9 +127,9 @@ def estimate_memory(
     )
     attention = ACTIVATION_WIDTHS["attention"] * heads * width
     attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
-    if not on_gpu() and rows * heads * width * width * 4 > CHUNK_BYTES:
-        # Chunked (training/attention.py): a log-sum-exp per head is kept instead of the weights,
-        # and the backward holds a few chunks' weights, not the whole square.
+    if grad_checkpoint and not on_gpu() and rows * heads * width * width * 4 > CHUNK_BYTES:
+        # Chunked with checkpointing on the CPU (training/attention.py): a log-sum-exp per head
+        # is kept instead of the weights, and the backward holds a few chunks' weights.
         attention = heads
         chunk = min(width, query_chunk(rows, heads, width))
         attention_backward = CHUNKS_AT_ONCE * rows * heads * chunk * width

@@ -97,7 +97,10 @@ def train(
     before = blas_threads(BLAS, streams.blas_threads)
     try:
         # MLX's GPU backends have their own attention kernels; its CPU computes the weights whole.
-        attention = nullcontext() if on_gpu() else efficient_attention()
+        # Chunks cost time (a recomputed q k^T): taken where the run already trades compute for
+        # memory, as the plan counts them.
+        chunked = fitted.config.grad_checkpoint is True and not on_gpu()
+        attention = efficient_attention() if chunked else nullcontext()
         with memory_limits(fitted.memory) as headroom, attention:
             return _run(
                 cfg,
