@@ -321,6 +321,7 @@ def test_cli_chat_json_reads_messages_from_stdin(tiny_llama: Path, fused: Path) 
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
     assert body["format"] == "ftx-chat" and body["system"] == PIRATE
+    assert body["notes"] == [f"(system prompt: {PIRATE!r})", "(conversation cleared)"]
     expected = texts(generate(fused, "Hi", system=PIRATE, sampling=GREEDY))
     assert body["messages"] == [
         {"role": "user", "content": "Hi"},

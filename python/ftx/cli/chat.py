@@ -68,8 +68,10 @@ def command(as_json: bool, quiet: bool, debug: bool, **keys: Any) -> None:
         ),
     )
     if as_json:
-        guarded(debug, lambda: list(repl(chat, (line for line in sys.stdin), lambda _: None)))
-        print_json(chat.transcript())
+        notes: list[str] = []
+        lines = (line for line in sys.stdin)
+        guarded(debug, lambda: list(repl(chat, lines, lambda _: None, notes.append)))
+        print_json({**chat.transcript(), "notes": [n.strip() for n in notes]})
         return
     if not quiet:
         err_console.print(

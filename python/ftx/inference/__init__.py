@@ -220,10 +220,15 @@ HELP = """commands:
 
 
 def repl(
-    chat: ChatSession, lines: Iterable[str], write: Callable[[str], None]
+    chat: ChatSession,
+    lines: Iterable[str],
+    write: Callable[[str], None],
+    note: Callable[[str], None] | None = None,
 ) -> Iterator[Message]:
     """The chat loop over ``lines`` (what a person types): a command, or a message whose reply
-    is streamed to ``write`` piece by piece. Yields each exchange's assistant message."""
+    is streamed to ``write`` piece by piece. What commands answer, and why a message could
+    not be sent, goes to ``note`` (default: ``write``). Yields each assistant message."""
+    say = note or write
     for raw in lines:
         line = raw.strip()
         if not line:
@@ -233,14 +238,14 @@ def repl(
             return
         if command == "/reset":
             chat.reset()
-            write("(conversation cleared)\n")
+            say("(conversation cleared)\n")
         elif command == "/system":
             chat.system = rest.strip() or None
-            write(f"(system prompt: {chat.system!r})\n" if chat.system else "(no system prompt)\n")
+            say(f"(system prompt: {chat.system!r})\n" if chat.system else "(no system prompt)\n")
         elif command in ("/help", "/?"):
-            write(HELP + "\n")
+            say(HELP + "\n")
         elif command.startswith("/") and " " not in command[1:] and command[1:].isalpha():
-            write(f"(unknown command {command}; /help lists them)\n")
+            say(f"(unknown command {command}; /help lists them)\n")
         else:
             stream = chat.send(line)
             try:
@@ -250,7 +255,7 @@ def repl(
                 stream.close()  # what was said stands as the reply
                 write(" [stopped]")
             except FtxError as e:  # this message cannot be rendered: say why, keep talking
-                write(f"(error: {e})\n")
+                say(f"(error: {e})\n")
                 continue
             write("\n")
             yield chat.messages[-1]
