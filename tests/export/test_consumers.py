@@ -1,7 +1,8 @@
 """ftx's exports in the programs people load them with: the fused MLX folder and the run's
 adapter served by ``mlx_lm.server`` (an OpenAI-style chat completion over 127.0.0.1 answers
 what ``ftx generate`` answers), and the ``fuse --format peft`` adapter loaded by the real
-``peft`` library on the same base in PyTorch (CPU, float32), whose logits are ftx's.
+``peft`` library on the same base in PyTorch (CPU, float32), whose logits are ftx's, for LoRA
+and DoRA.
 
 PyTorch lives in an environment of its own (``make peft-venv``, ``.venv-peft``): with torch in
 ftx's environment every mlx-lm import loads it through transformers, seconds a process. CI
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PEFT_PYTHON = Path(os.environ.get("FTX_PEFT_PYTHON", ROOT / ".venv-peft" / "bin" / "python"))
 PROMPT = [5, 17, 42, 99, 3, 250, 7, 64, 128, 31, 11, 2]
 # float32 on both sides; what differs is the order of the same float32 sums (BLAS, LoRA
-# products): measured 5e-7 of the largest logit, base and adapted alike.
+# products): measured 5e-7 of the largest logit, base, LoRA and DoRA alike.
 LOGITS_TOLERANCE = 1e-5
 MESSAGES = [
     {"role": "system", "content": "You are a pirate."},
@@ -142,8 +143,9 @@ def test_mlx_lm_server_serves_the_fused_folder_and_the_adapter(
         assert answer["usage"]["completion_tokens"] == MAX_TOKENS
 
 
+@pytest.mark.parametrize("kind", ["lora", "dora"])
 def test_peft_loads_the_adapter_on_the_same_base_with_ftx_logits(
-    tiny_llama: Path, run: Path, tmp_path: Path
+    tiny_llama: Path, tmp_path: Path, kind: str
 ) -> None:
     if not PEFT_PYTHON.is_file():
         if os.environ.get("CI"):
@@ -153,6 +155,7 @@ def test_peft_loads_the_adapter_on_the_same_base_with_ftx_logits(
 
     from ftx.evaluation import generation
 
+    run = write_lora_run(tmp_path / "run", tiny_llama, kind=kind)
     fuse(tiny_llama, run, tmp_path / "peft", FuseOptions(format="peft"))
     out = tmp_path / "logits.npz"
     script = Path(__file__).with_name("peft_logits.py")

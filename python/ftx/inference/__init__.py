@@ -37,7 +37,7 @@ class Sampling:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (1 keeps every token)."})
     top_k: int = field(default=0, metadata={"help": "Only the K most likely tokens (0: all)."})
     min_p: float = field(
-        default=0.0, metadata={"help": "Drop tokens below this fraction of the top one's odds."}
+        default=0.0, metadata={"help": "Drop tokens less likely than this fraction of the top one."}
     )
     max_tokens: int = field(default=512, metadata={"help": "Tokens per reply at most."})
     seed: int = field(default=0, metadata={"help": "Seed of the sampling: same seed, same text."})
