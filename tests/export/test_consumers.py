@@ -135,12 +135,29 @@ def test_mlx_lm_server_serves_the_fused_folder_and_the_adapter(
     assert expected != _ftx_answer(tiny_llama)  # the adapter changes the answer
     for args in (("--model", fused), ("--model", tiny_llama, "--adapter-path", run)):
         answer = _chat_completion(server(*args))
-        assert answer["object"] == "chat.completion"
-        (choice,) = answer["choices"]
-        assert choice["message"]["role"] == "assistant"
-        assert choice["message"]["content"] == expected, args
-        assert choice["finish_reason"] == "length"
-        assert answer["usage"]["completion_tokens"] == MAX_TOKENS
+        _check(answer, expected, args)
+
+
+def test_mlx_lm_server_loads_a_run_folder_of_ftx_train(
+    server: Any, tiny_llama: Path, make_config: Any
+) -> None:
+    import ftx
+
+    # a real run: adapters on every linear layer of the blocks, checkpoints, report and all
+    trained = ftx.train(make_config(iters=2, learning_rate=1e-2)).run_dir
+    answer = _chat_completion(server("--model", tiny_llama, "--adapter-path", trained))
+    _check(answer, _ftx_answer(tiny_llama, trained), ("--adapter-path", trained))
+
+
+def _check(answer: dict[str, Any], expected: str, args: tuple[str | Path, ...]) -> None:
+    """A well-formed completion whose text is ``expected`` (a random model says no EOS token
+    within MAX_TOKENS: the reply is cut there)."""
+    assert answer["object"] == "chat.completion"
+    (choice,) = answer["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == expected, args
+    assert choice["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == MAX_TOKENS
 
 
 @pytest.mark.parametrize("kind", ["lora", "dora"])
