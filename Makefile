@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: quickstart setup wheel install chromium lint fmt test test-rust test-python fuzz bench ci clean
+.PHONY: quickstart setup wheel install chromium tmux peft-venv lint fmt test test-rust test-python fuzz bench ci clean
 
 quickstart: install
 	$(BIN)/ftx quickstart --out runs/quickstart
@@ -42,6 +42,22 @@ chromium:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
+# Debian's tmux, for the test that drives `ftx chat` in a real terminal; installed only when missing.
+tmux:
+	@command -v tmux >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q tmux; }
+
+# PyTorch, peft and transformers (ftx's `peft` extra) in an environment of their own, for the
+# test that loads a `fuse --format peft` adapter with the real peft library: about 3 GB of
+# wheels (torch's CUDA libraries come with it from PyPI), 5 GB installed.
+PEFT_VENV ?= .venv-peft
+peft-venv: $(PEFT_VENV)/.installed
+$(PEFT_VENV)/.installed: pyproject.toml | dist/.built
+	$(PYTHON) -m venv $(PEFT_VENV)
+	$(PEFT_VENV)/bin/python -m pip install -q "$$(ls dist/ftx-*.whl)[peft]"
+	touch $@
+
 lint: install
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -76,4 +92,4 @@ bench: install
 ci: lint test
 
 clean:
-	rm -rf $(VENV) dist target runs
+	rm -rf $(VENV) $(PEFT_VENV) dist target runs

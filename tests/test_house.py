@@ -38,6 +38,8 @@ def _imported_modules(code: str) -> set[str]:
         "import ftx",
         "from ftx.cli import main; main(['--help'])",
         "from ftx.cli import main; main(['prepare', '--help'])",
+        "from ftx.cli import main; main(['chat', '--help'])",
+        "from ftx.cli import main; main(['generate', '--help'])",
     ],
 )
 def test_mlx_is_never_imported_for_import_help_or_prepare(code: str) -> None:
@@ -148,7 +150,14 @@ def test_mlx_is_imported_only_through_the_door_at_the_top(module: str) -> None:
             assert door is not None and door < node.lineno, f"{where} before {DOOR}"
 
 
-FACES = ["ftx.training", "ftx.export", "ftx.evaluation", "ftx.gguf", "ftx.preparation"]
+FACES = [
+    "ftx.training",
+    "ftx.export",
+    "ftx.evaluation",
+    "ftx.gguf",
+    "ftx.preparation",
+    "ftx.inference",
+]
 
 
 @pytest.mark.parametrize("face", [*FACES, "ftx.quickstart", "ftx.runtime.doctor"])

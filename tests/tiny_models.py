@@ -66,6 +66,39 @@ def build_model(
     return folder
 
 
+def write_lora_run(
+    folder: Path,
+    base: Path,
+    keys: tuple[str, ...] = ("self_attn.q_proj", "mlp.down_proj"),
+    kind: str = "lora",
+) -> Path:
+    """A run folder as ``ftx train`` writes it (``save_adapters``), LoRA (or ``kind="dora"``)
+    on ``keys`` of every layer, with B matrices made non-zero so the adapter changes the
+    model (and DoRA's magnitudes moved off the base's row norms)."""
+    import mlx.core as mx
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load_model
+
+    from ftx.training.model import save_adapters
+
+    model, _ = load_model(base)
+    model.freeze()
+    params = {"rank": 4, "scale": 2.0, "dropout": 0.0, "keys": list(keys)}
+    mx.random.seed(3)  # before the LoRA layers draw their A matrices
+    linear_to_lora_layers(model, len(model.layers), params, use_dora=kind == "dora")
+    for layer in model.layers:
+        for key in keys:
+            lora = layer
+            for part in key.split("."):
+                lora = getattr(lora, part)
+            lora.lora_b = 0.05 * mx.random.normal(lora.lora_b.shape)
+            if kind == "dora":
+                lora.m = lora.m * (1.0 + 0.2 * mx.random.uniform(shape=lora.m.shape))
+    config = {"fine_tune_type": kind, "num_layers": len(model.layers), "lora_parameters": params}
+    save_adapters(model, folder, config)
+    return folder
+
+
 def write_artifact(out: Path, model: Path, sizes: dict[str, int], seed: int = 0) -> Path:
     """A prepared artifact in ftx's layout with random records: masks train a random tail."""
     import hashlib

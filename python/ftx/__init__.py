@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
     from ftx.evaluation import EvalResult, evaluate
     from ftx.gguf import ConvertReport, convert
+    from ftx.inference import GenerateResult, generate, open_chat
     from ftx.preparation import PrepareReport, prepare
     from ftx.training import TrainReport, train
 
@@ -36,6 +37,9 @@ _LAZY = {
     "load_dataset": "ftx.data",
     "PreparedDataset": "ftx.data",
     "train": "ftx.training",
+    "generate": "ftx.inference",
+    "GenerateResult": "ftx.inference",
+    "open_chat": "ftx.inference",
     "evaluate": "ftx.evaluation",
     "EvalResult": "ftx.evaluation",
     "TrainReport": "ftx.training",
@@ -59,6 +63,7 @@ __all__ = [
     "FtxFileNotFoundError",
     "FtxIOError",
     "FtxPermissionError",
+    "GenerateResult",
     "PrepareReport",
     "PreparedDataset",
     "TemplateError",
@@ -68,7 +73,9 @@ __all__ = [
     "__version__",
     "convert",
     "evaluate",
+    "generate",
     "load_dataset",
+    "open_chat",
     "prepare",
     "train",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tiny_models import seal
+from tiny_models import seal, write_lora_run
 
 from ftx import ConfigError, evaluate
 from ftx.data import load_dataset
@@ -67,39 +67,7 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
-    """A run folder as ``ftx train`` writes it, with LoRA B matrices made non-zero so the
-    adapter changes the model."""
-    import mlx.core as mx
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load_model
-
-    from ftx.training.model import save_adapters
-
-    model, _ = load_model(tiny_llama)
-    model.freeze()
-    params = {
-        "rank": 4,
-        "scale": 2.0,
-        "dropout": 0.0,
-        "keys": ["self_attn.q_proj", "mlp.down_proj"],
-    }
-    linear_to_lora_layers(model, 2, params)
-    mx.random.seed(3)
-    for layer in model.layers:
-        for key in params["keys"]:
-            lora = _leaf(layer, key)
-            lora.lora_b = 0.05 * mx.random.normal(lora.lora_b.shape)
-    folder = tmp_path_factory.mktemp("runs") / "run"
-    save_adapters(
-        model, folder, {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": params}
-    )
-    return folder
-
-
-def _leaf(layer: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        layer = getattr(layer, part)
-    return layer
+    return write_lora_run(tmp_path_factory.mktemp("runs") / "run", tiny_llama)
 
 
 def _direct_loss(model_dir: Path, prepared: Path, adapter: Path | None = None) -> float:

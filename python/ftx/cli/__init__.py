@@ -12,11 +12,13 @@ import click
 # verb -> (module, one-line help). The help is duplicated here on purpose: listing the verbs
 # must not import them.
 VERBS: dict[str, tuple[str, str]] = {
+    "chat": ("ftx.cli.chat", "Talk to a model (base, + adapter, or fused) in the terminal."),
     "convert": ("ftx.cli.convert", "A GGUF model in, an mlx-lm model folder out."),
     "doctor": ("ftx.cli.doctor", "What ftx computes on here (device, BLAS, memory) and fixes."),
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
     "fuse": ("ftx.cli.fuse", "Merge an adapter into its base: MLX, GGUF or PEFT output."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
+    "generate": ("ftx.cli.generate", "A model's answers to a prompt or a JSONL file of them."),
     "evaluate": ("ftx.cli.evaluate", "Loss and generation metrics, base vs adapted, side by side."),
     "quickstart": ("ftx.cli.quickstart", "The whole loop on the embedded model: train, prove it."),
     "report": ("ftx.cli.report", "A run folder as one HTML page: data, curves, evaluation."),

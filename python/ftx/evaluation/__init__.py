@@ -21,10 +21,11 @@ from typing import Any
 
 from ftx import __version__
 from ftx.data import load_dataset, read_manifest
-from ftx.errors import ConfigError, DataError, FtxFileNotFoundError
+from ftx.errors import ConfigError, DataError
 from ftx.evaluation.heldout import HeldOut, read_heldout
 from ftx.evaluation.scoring import Rates, Score, rates, score
 from ftx.files import write_text_atomic
+from ftx.inference import check_model
 from ftx.run_folder import EVAL_DIR, EVAL_EXAMPLES, EVAL_RESULTS, METRICS
 from ftx.run_report import try_write_report
 from ftx.training.inputs import model_embedding_rows
@@ -165,14 +166,7 @@ def _check(
     limit: int | None,
 ) -> _Inputs:
     """Every check that can fail before MLX loads."""
-    if not (model / "config.json").is_file() or not (model / "tokenizer.json").is_file():
-        raise FtxFileNotFoundError(
-            f"{model}: not a model folder (config.json and tokenizer.json expected)"
-        )
-    if adapter is not None:
-        for name in ("adapters.safetensors", "adapter_config.json"):
-            if not (adapter / name).is_file():
-                raise FtxFileNotFoundError(f"{adapter}: no {name}; not a run folder with adapters")
+    check_model(model, adapter)
     if not data:
         raise ConfigError("data: give a prepared folder, a JSONL file of chat records, or both")
     dirs = [d for d in data if d.is_dir()]

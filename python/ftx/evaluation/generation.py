@@ -22,7 +22,7 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_lm.tuner.utils import load_adapters
-from mlx_lm.utils import load_tokenizer
+from mlx_lm.utils import load_config, load_tokenizer
 
 from ftx.config import TrainConfig
 from ftx.data import PreparedDataset
@@ -55,10 +55,12 @@ class Generated:
 
 def load(model_dir: Path) -> tuple[nn.Module, TokenizerWrapper, Base]:
     """The model in eval mode, computing as ``ftx train`` does by default (on CPU a quantized
-    base is dequantized and floats are float32, the fast paths there), and its tokenizer."""
+    base is dequantized and floats are float32, the fast paths there), and its tokenizer, which
+    stops at every EOS token the model names (``generation_config.json`` may list several,
+    as mlx-lm reads them)."""
     model, base = load_base(TrainConfig.model_construct(model=model_dir))
     model.eval()
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config = load_config(model_dir)
     tokenizer = load_tokenizer(model_dir, eos_token_ids=config.get("eos_token_id"))
     return model, tokenizer, base
 
@@ -194,9 +196,12 @@ def generate(
     top_p: float,
     max_tokens: int,
     seed: int,
+    top_k: int = 0,
+    min_p: float = 0.0,
 ) -> list[Generated]:
     """Continuations of all prompts in one continuous batch, each ending at an EOS token or
-    after ``max_tokens``. Temperature 0 is greedy; the seed fixes the sampling.
+    after ``max_tokens``. Temperature 0 is greedy; ``top_p``, ``top_k`` and ``min_p`` (1, 0, 0:
+    off) narrow the choice as mlx-lm's sampler does; the seed fixes the sampling.
 
     Held-out prompts usually share a long head (system prompt, tool schemas): it is computed
     once and its cache shared, which on a CPU is most of the prompt time."""
@@ -211,10 +216,21 @@ def generate(
         [p[k:] for p in prompts],
         prompt_caches=None if cache is None else [cache] * len(prompts),
         max_tokens=max_tokens,
-        sampler=make_sampler(temp=temperature, top_p=top_p),
+        sampler=make_sampler(temp=temperature, top_p=top_p, min_p=min_p, top_k=top_k),
         return_token_ids=True,
         completion_batch_size=min(len(prompts), MAX_BATCH),
         prefill_batch_size=min(len(prompts), MAX_BATCH),
     )
-    ids = r.token_ids or []
-    return [Generated(t, len(i)) for t, i in zip(r.texts, ids, strict=True)]
+    return [Generated(streamed_text(tokenizer, i), len(i)) for i in r.token_ids or []]
+
+
+def streamed_text(tokenizer: TokenizerWrapper, ids: list[int]) -> str:
+    """The text mlx-lm's ``stream_generate`` gives for these tokens (its detokenizer drops
+    the space a reply starts with), so a batched answer reads as ``ftx chat``'s, mlx-lm's and
+    ``mlx_lm.server``'s do."""
+    d = tokenizer.detokenizer
+    for t in ids:
+        d.add_token(t)
+    d.finalize()
+    text: str = d.text
+    return text
