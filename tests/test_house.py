@@ -148,7 +148,14 @@ def test_mlx_is_imported_only_through_the_door_at_the_top(module: str) -> None:
             assert door is not None and door < node.lineno, f"{where} before {DOOR}"
 
 
-FACES = ["ftx.training", "ftx.export", "ftx.evaluation", "ftx.gguf", "ftx.preparation"]
+FACES = [
+    "ftx.training",
+    "ftx.export",
+    "ftx.evaluation",
+    "ftx.gguf",
+    "ftx.inspection",
+    "ftx.preparation",
+]
 
 
 @pytest.mark.parametrize("face", [*FACES, "ftx.quickstart", "ftx.runtime.doctor"])

@@ -25,12 +25,15 @@ if TYPE_CHECKING:
     from ftx.data import PreparedDataset, load_dataset
     from ftx.evaluation import EvalResult, evaluate
     from ftx.gguf import ConvertReport, convert
+    from ftx.inspection import Inspection, inspect
     from ftx.preparation import PrepareReport, prepare
     from ftx.training import TrainReport, train
 
 _LAZY = {
     "convert": "ftx.gguf",
     "ConvertReport": "ftx.gguf",
+    "inspect": "ftx.inspection",
+    "Inspection": "ftx.inspection",
     "prepare": "ftx.preparation",
     "PrepareReport": "ftx.preparation",
     "load_dataset": "ftx.data",
@@ -59,6 +62,7 @@ __all__ = [
     "FtxFileNotFoundError",
     "FtxIOError",
     "FtxPermissionError",
+    "Inspection",
     "PrepareReport",
     "PreparedDataset",
     "TemplateError",
@@ -68,6 +72,7 @@ __all__ = [
     "__version__",
     "convert",
     "evaluate",
+    "inspect",
     "load_dataset",
     "prepare",
     "train",

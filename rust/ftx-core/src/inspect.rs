@@ -5,10 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rayon::prelude::*;
-use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::options::PrepareOptions;
+use rayon::prelude::*;
+use serde::Serialize;
 
 /// A stretch of a record's text, `trained` when its tokens are (mask 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,6 +25,7 @@ pub struct LineCount {
 }
 
 /// The tokenizer `prepare` used, for turning ids back into text.
+#[derive(Debug)]
 pub struct Decoder {
     encoder: crate::encode::Encoder,
 }
@@ -77,32 +78,36 @@ impl Decoder {
     }
 
     /// The `top` lines (trimmed, not empty) that occur in the most records, each counted once
-    /// per record and only when in two or more; ties by the line's text, so the answer is the
-    /// same on any number of threads. Records are `tokens[offsets[i]..offsets[i + 1]]`.
-    pub fn repeated_lines(
-        &self,
-        tokens: &[u32],
-        offsets: &[u64],
-        top: usize,
-    ) -> Result<Vec<LineCount>> {
-        let n = offsets.len().saturating_sub(1);
-        let bounds = |i: usize| -> Result<(usize, usize)> {
-            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-            if a > b || b > tokens.len() {
-                return Err(Error::Data(format!(
-                    "record {i}: offsets {a}..{b} outside {} tokens",
-                    tokens.len()
-                )));
+    /// per record and only when in two or more; special tokens end a line and are not part of
+    /// one (`<|im_end|>` would glue itself to every reply's last line); ties by the line's text, so the answer is the
+    /// same on any number of threads. Each part is a split's `(tokens, offsets)`: its records
+    /// are `tokens[offsets[i]..offsets[i + 1]]`.
+    pub fn repeated_lines(&self, parts: &[(&[u32], &[u64])], top: usize) -> Result<Vec<LineCount>> {
+        let mut records = Vec::new();
+        for (p, &(tokens, offsets)) in parts.iter().enumerate() {
+            for (i, w) in offsets.windows(2).enumerate() {
+                let (a, b) = (w[0] as usize, w[1] as usize);
+                if a > b || b > tokens.len() {
+                    return Err(Error::Data(format!(
+                        "part {p}, record {i}: offsets {a}..{b} outside {} tokens",
+                        tokens.len()
+                    )));
+                }
+                records.push(&tokens[a..b]);
             }
-            Ok((a, b))
-        };
-        let counts = (0..n)
+        }
+        let counts = records
             .into_par_iter()
-            .map(|i| -> Result<HashMap<String, u64>> {
-                let (a, b) = bounds(i)?;
-                let text = self.decode(&tokens[a..b])?;
-                let lines: HashSet<&str> = text
-                    .lines()
+            .map(|ids| -> Result<HashMap<String, u64>> {
+                let mut pieces = Vec::new();
+                for piece in ids.split(|&id| self.encoder.is_special(id)) {
+                    if !piece.is_empty() {
+                        pieces.push(self.decode(piece)?);
+                    }
+                }
+                let lines: HashSet<&str> = pieces
+                    .iter()
+                    .flat_map(|p| p.lines())
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
                     .collect();
@@ -140,7 +145,12 @@ mod tests {
     }
 
     fn ids(d: &Decoder, text: &str) -> Vec<u32> {
-        d.encoder.tokenizer().encode(text, false).unwrap().get_ids().to_vec()
+        d.encoder
+            .tokenizer()
+            .encode(text, false)
+            .unwrap()
+            .get_ids()
+            .to_vec()
     }
 
     #[test]
@@ -148,7 +158,11 @@ mod tests {
         let Some(d) = decoder("qwen3") else { return };
         let text = "<|im_start|>user\nQuelle heure? 日本<|im_end|>\n<|im_start|>assistant\nMidi é.<|im_end|>\n";
         let tokens = ids(&d, text);
-        let reply = ids(&d, "<|im_start|>user\nQuelle heure? 日本<|im_end|>\n<|im_start|>assistant\n").len();
+        let reply = ids(
+            &d,
+            "<|im_start|>user\nQuelle heure? 日本<|im_end|>\n<|im_start|>assistant\n",
+        )
+        .len();
         let mut mask = vec![0u8; tokens.len()];
         mask[reply..tokens.len() - 1].fill(1);
         let segs = d.segments(&tokens, &mask).unwrap();
@@ -182,21 +196,30 @@ mod tests {
     fn repeated_lines_count_records_not_occurrences() {
         let Some(d) = decoder("qwen3") else { return };
         let records = [
-            "Be brief.\nWhat is 2+2?\nBe brief.",
+            "Be brief.<|im_end|>\nWhat is 2+2?\nBe brief.",
             "Be brief.\nName a colour.",
-            "  Be brief.  \nWhat is 2+2?\n\n",
-            "Once.",
+            "  Be brief.  \n<|im_start|>What is 2+2?\n\n",
+            "Once.\nBe brief.",
         ];
         let mut tokens = Vec::new();
         let mut offsets = vec![0u64];
-        for r in records {
+        for r in &records[..3] {
             tokens.extend(ids(&d, r));
             offsets.push(tokens.len() as u64);
         }
-        let lines = d.repeated_lines(&tokens, &offsets, 10).unwrap();
+        // The last record in a second split: counts add up across parts.
+        let other = ids(&d, records[3]);
+        let other_offsets = [0u64, other.len() as u64];
+        let parts = [
+            (&tokens[..], &offsets[..]),
+            (&other[..], &other_offsets[..]),
+        ];
+        let lines = d.repeated_lines(&parts, 10).unwrap();
         let got: Vec<(&str, u64)> = lines.iter().map(|l| (l.line.as_str(), l.records)).collect();
-        assert_eq!(got, [("Be brief.", 3), ("What is 2+2?", 2)]);
-        assert_eq!(d.repeated_lines(&tokens, &offsets, 1).unwrap().len(), 1);
-        assert!(d.repeated_lines(&tokens, &[0, 999], 1).is_err());
+        assert_eq!(got, [("Be brief.", 4), ("What is 2+2?", 2)]);
+        assert_eq!(d.repeated_lines(&parts, 1).unwrap().len(), 1);
+        assert!(d
+            .repeated_lines(&[(&tokens[..], &[0, 999][..])], 1)
+            .is_err());
     }
 }

@@ -150,7 +150,12 @@ pub fn prepare(
         }
     }
 
-    let inputs: Vec<PathBuf> = engine.opts.inputs.iter().map(|i| i.origin.clone()).collect();
+    let inputs: Vec<PathBuf> = engine
+        .opts
+        .inputs
+        .iter()
+        .map(|i| i.origin.clone())
+        .collect();
     // Held until the artifact is published: a second prepare of this --out fails at once.
     let _claim = crate::output::claim(&engine.opts.out_dir, &inputs, engine.opts.force)?;
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
@@ -161,14 +166,7 @@ pub fn prepare(
         engine.opts.settings.dedup,
     );
     let prog = run_pass(
-        &engine,
-        threads,
-        cancel,
-        &pool,
-        &mut sink,
-        started,
-        progress,
-        true,
+        &engine, threads, cancel, &pool, &mut sink, started, progress, true,
     )
     .inspect_err(|_| {
         sink.salvage_rejects(&engine.opts.out_dir);
@@ -259,14 +257,7 @@ pub fn collect(
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
     let mut sink = Sink::new(MemoryStore::default(), engine.opts.settings.dedup);
     let prog = run_pass(
-        &engine,
-        threads,
-        cancel,
-        &pool,
-        &mut sink,
-        started,
-        progress,
-        false,
+        &engine, threads, cancel, &pool, &mut sink, started, progress, false,
     )?;
     let Sink {
         store,
