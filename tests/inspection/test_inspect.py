@@ -198,12 +198,12 @@ def test_duplicates_cluster_on_the_kept_record(found: ftx.Inspection, prepared: 
     assert c["codes"] == ["duplicate"]
     assert (c["clusters"], c["records_in_clusters"]) == (1, 1)
     (cluster,) = c["largest"]
-    assert cluster["kept"] == dup["kept"]
+    assert cluster["kept"] == {"file": dup["kept_file"], "line": dup["kept_line"]}
     assert cluster["members"] == [{"file": dup["file"], "line": dup["line"], "code": "duplicate"}]
     lines = Path(dup["file"]).read_text().splitlines()
-    assert json.loads(lines[dup["line"] - 1]) == json.loads(lines[dup["kept"]["line"] - 1])
+    assert json.loads(lines[dup["line"] - 1]) == json.loads(lines[dup["kept_line"] - 1])
     rec = cluster["record"]
-    assert (rec["file"], rec["line"]) == (dup["kept"]["file"], dup["kept"]["line"])
+    assert (rec["file"], rec["line"]) == (dup["kept_file"], dup["kept_line"])
 
 
 def test_most_repeated_lines_count_records(found: ftx.Inspection) -> None:

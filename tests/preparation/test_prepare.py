@@ -32,8 +32,8 @@ def test_example_dataset_counts_and_rejects(tmp_path: Path, example_data: Path, 
     # The duplicate is there too (counted in `duplicates`, not in `rejects`), naming the record
     # it copies, which was kept.
     (dup,) = [x for x in lines if x["code"] == "duplicate"]
-    assert dup["kept"]["file"] == str(example_data) and dup["kept"]["line"] < dup["line"]
-    assert f":{dup['kept']['line']}" in dup["message"]
+    assert dup["kept_file"] == str(example_data) and dup["kept_line"] < dup["line"]
+    assert f":{dup['kept_line']}" in dup["message"]
     for x in rejects:
         assert x["file"] == str(example_data)
         assert set(x) >= {"file", "line", "offset", "code", "message", "record"}

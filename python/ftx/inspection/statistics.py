@@ -12,8 +12,9 @@ import numpy.typing as npt
 
 from ftx.inspection.sources import Data
 
-# Reject codes whose lines name the record they copy (`kept`): each kept record and its copies
-# are one cluster. `near_duplicate` joins when `prepare --near-dedup` writes it.
+# Reject codes whose lines name the record they copy (`kept_file`, `kept_line`): each kept
+# record and its copies are one cluster. `near_duplicate` joins when `prepare --near-dedup`
+# writes it.
 CLUSTER_CODES: tuple[str, ...] = ("duplicate",)
 PERCENTILES = (50, 90, 99)
 
@@ -111,10 +112,9 @@ def _clusters(data: Data, cols: Columns, top: int) -> dict[str, Any]:
     largest first."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for reject in data.reject_lines:
-        kept = reject.get("kept")
-        if isinstance(kept, dict):
-            key = (str(kept.get("file")), int(kept.get("line", 0)))
-            groups.setdefault(key, []).append(reject)
+        file, line = reject.get("kept_file"), reject.get("kept_line")
+        if isinstance(file, str) and isinstance(line, int):
+            groups.setdefault((file, line), []).append(reject)
     order = sorted(groups, key=lambda k: (-len(groups[k]), k))
     source_of = {name: i for i, name in enumerate(data.inputs)}
     shown = []

@@ -689,18 +689,12 @@ impl<S: Store> Sink<S> {
                 match first {
                     // Counted in `duplicates`, not among the rejects: a copy is no bad record.
                     Some((source, line)) => {
-                        let kept = Kept {
-                            file: inputs[source as usize].origin.display().to_string(),
-                            line,
-                        };
+                        let kept = inputs[source as usize].origin.display().to_string();
                         let reject = Reject::new(
                             RejectCode::Duplicate,
-                            format!(
-                                "an exact copy of the record at {}:{}, which was kept",
-                                kept.file, kept.line
-                            ),
+                            format!("an exact copy of the record at {kept}:{line}, which was kept"),
                         );
-                        (reject, Some(kept))
+                        (reject, Some((kept, line)))
                     }
                     None => {
                         let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
@@ -727,7 +721,8 @@ impl<S: Store> Sink<S> {
             offset: p.offset,
             code: reject.code.as_str(),
             message: &reject.message,
-            kept,
+            kept_line: kept.as_ref().map(|k| k.1),
+            kept_file: kept.map(|k| k.0),
             record_truncated: record_bytes.map(|_| true),
             record_bytes,
             record,
@@ -980,13 +975,6 @@ impl Store for MemoryStore {
     }
 }
 
-/// The record a duplicate is a copy of.
-#[derive(Serialize)]
-struct Kept {
-    file: String,
-    line: u64,
-}
-
 /// One line of `rejects.jsonl`.
 #[derive(Serialize)]
 struct RejectLine<'a> {
@@ -995,9 +983,11 @@ struct RejectLine<'a> {
     offset: u64,
     code: &'static str,
     message: &'a str,
-    /// For a duplicate, the record that was kept.
+    /// For a duplicate, the record it copies, which was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
-    kept: Option<Kept>,
+    kept_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_line: Option<u64>,
     /// `true` when `record` is an excerpt of the `record_bytes` the record has.
     #[serde(skip_serializing_if = "Option::is_none")]
     record_truncated: Option<bool>,
@@ -1042,7 +1032,8 @@ mod tests {
                 offset: 3,
                 code: "bad_json",
                 message: "m",
-                kept: None,
+                kept_file: None,
+                kept_line: None,
                 record_truncated: record_bytes.map(|_| true),
                 record_bytes,
                 record,
