@@ -270,7 +270,13 @@ def test_frame_without_polars_names_the_extra_and_json_still_works(prepared: Pat
     assert "ftx[tabular]" in out.stdout, out.stderr
 
 
-def test_bad_folders_are_clear_errors(prepared: Path, tmp_path: Path, tiny_model: Path) -> None:
+def test_bad_folders_are_clear_errors(
+    prepared: Path, tmp_path: Path, tiny_model: Path, shared: Path
+) -> None:
+    # Decoding with another tokenizer than the artifact's would show other text: refused.
+    other = shared / "tokenizers" / "qwen3"
+    done = _ftx("inspect", str(prepared), "--model", str(other))
+    assert done.returncode == 1 and "another tokenizer" in done.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     done = _ftx("inspect", str(empty))
