@@ -155,8 +155,9 @@ FACES = [
     "ftx.export",
     "ftx.evaluation",
     "ftx.gguf",
-    "ftx.preparation",
     "ftx.inference",
+    "ftx.inspection",
+    "ftx.preparation",
 ]
 
 

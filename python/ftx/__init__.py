@@ -26,12 +26,15 @@ if TYPE_CHECKING:
     from ftx.evaluation import EvalResult, evaluate
     from ftx.gguf import ConvertReport, convert
     from ftx.inference import GenerateResult, generate, open_chat
+    from ftx.inspection import Inspection, inspect
     from ftx.preparation import PrepareReport, prepare
     from ftx.training import TrainReport, train
 
 _LAZY = {
     "convert": "ftx.gguf",
     "ConvertReport": "ftx.gguf",
+    "inspect": "ftx.inspection",
+    "Inspection": "ftx.inspection",
     "prepare": "ftx.preparation",
     "PrepareReport": "ftx.preparation",
     "load_dataset": "ftx.data",
@@ -64,6 +67,7 @@ __all__ = [
     "FtxIOError",
     "FtxPermissionError",
     "GenerateResult",
+    "Inspection",
     "PrepareReport",
     "PreparedDataset",
     "TemplateError",
@@ -74,6 +78,7 @@ __all__ = [
     "convert",
     "evaluate",
     "generate",
+    "inspect",
     "load_dataset",
     "open_chat",
     "prepare",

@@ -4,7 +4,11 @@ from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any, Literal, TypedDict, final
 
+import numpy as np
+import numpy.typing as npt
+
 __all__ = [
+    "Decoder",
     "Setting",
     "__version__",
     "_debug_panic",
@@ -12,6 +16,7 @@ __all__ = [
     "blas_target",
     "builtin_templates",
     "check_settings",
+    "collect",
     "expand_inputs",
     "file_digest",
     "format_names",
@@ -135,7 +140,39 @@ class _Report(TypedDict):
     rejects: dict[str, int]
     rejects_file: str
     splits: dict[str, _Split]
+    record_info: _RecordInfo
     run: _Run
+
+class _RecordInfo(TypedDict):
+    columns: list[str]
+    formats: list[str]
+
+class _Arrays(TypedDict):
+    tokens: npt.NDArray[np.uint32]
+    mask: npt.NDArray[np.uint8]
+    offsets: npt.NDArray[np.uint64]
+    records: npt.NDArray[np.uint64]
+
+class _Collected(TypedDict):
+    """What ``collect`` keeps of a pass over raw files (``pipeline.rs::Collected``)."""
+
+    inputs: list[str]
+    template: str
+    records_read: int
+    duplicates: int
+    rejected: int
+    rejects: dict[str, int]
+    record_info: _RecordInfo
+    reject_lines: list[dict[str, Any]]
+    splits: dict[str, _Arrays]
+
+class _Segment(TypedDict):
+    text: str
+    trained: bool
+
+class _LineCount(TypedDict):
+    line: str
+    records: int
 
 def _debug_panic(message: str) -> None:
     """Raises a Rust panic inside the engine; it must reach Python as ``ftx.FtxError``."""
@@ -240,3 +277,37 @@ def preview(
 ) -> _Preview:
     """Encodes records (JSON texts) as ``prepare`` would; returns ``{"template", "items"}``,
     each item ``{"text", "trained", "ids", "mask"}`` or ``{"reject"}``."""
+
+def collect(
+    inputs: Sequence[tuple[str | PathLike[str], str | PathLike[str], int]],
+    settings: str = "{}",
+    *,
+    model_dir: str | PathLike[str] | None = None,
+    tokenizer: str | PathLike[str] | None = None,
+    chat_template: str | None = None,
+    threads: int | None = None,
+    progress: Callable[[dict[str, float]], object] | None = None,
+) -> _Collected:
+    """What ``prepare`` would write for these inputs and settings, kept in memory: the
+    manifest's counts, ``reject_lines`` (the lines of ``rejects.jsonl``) and ``splits``' arrays.
+    Nothing is written; no reject limit stops it."""
+
+@final
+class Decoder:
+    """A model's tokenizer, loaded as ``prepare`` loads it, for turning token ids into text."""
+
+    def __new__(
+        cls,
+        *,
+        model_dir: str | PathLike[str] | None = None,
+        tokenizer: str | PathLike[str] | None = None,
+    ) -> Decoder: ...
+    def segments(self, ids: npt.NDArray[np.uint32], mask: npt.NDArray[np.uint8]) -> list[_Segment]:
+        """The text of one record as ``[{"text", "trained"}]``, cut where the mask changes."""
+    def repeated_lines(
+        self,
+        parts: Sequence[tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]]],
+        top: int,
+    ) -> list[_LineCount]:
+        """The ``top`` lines found in the most records (two or more) of splits given as
+        ``(tokens, offsets)`` pairs."""

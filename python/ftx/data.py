@@ -16,11 +16,14 @@ from ftx.errors import DataError, FtxFileNotFoundError
 Example = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]
 MANIFEST = "manifest.json"
 DTYPES = {"tokens": np.uint32, "mask": np.uint8, "offsets": np.uint64}
+# The columns of ``{split}.records.npy`` (``manifest.rs::RECORD_COLUMNS``).
+RECORD_COLUMNS = ("source", "line", "format", "turns")
 
 
-def _checked_array(path: Path, dtype: type[np.generic], check: Any) -> Any:
-    """The memory-mapped 1-D array at ``path`` after its size and xxh3 digest matched what the
-    manifest recorded and its dtype is ``dtype``; a damaged file is a DataError, never read."""
+def _checked_array(path: Path, dtype: type[np.generic], check: Any, ndim: int = 1) -> Any:
+    """The memory-mapped ``ndim``-D array at ``path`` after its size and xxh3 digest matched
+    what the manifest recorded and its dtype is ``dtype``; a damaged file is a DataError, never
+    read."""
     from ftx import _core
 
     if not path.is_file():
@@ -37,9 +40,9 @@ def _checked_array(path: Path, dtype: type[np.generic], check: Any) -> Any:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as e:
         raise DataError(f"{path}: not a readable .npy array ({e}); prepare it again") from e
-    if array.dtype != np.dtype(dtype).newbyteorder("<") or array.ndim != 1:
+    if array.dtype != np.dtype(dtype).newbyteorder("<") or array.ndim != ndim:
         raise DataError(
-            f"{path}: a {array.ndim}-D {array.dtype} array, expected 1-D {np.dtype(dtype)}"
+            f"{path}: a {array.ndim}-D {array.dtype} array, expected {ndim}-D {np.dtype(dtype)}"
         )
     return array
 
@@ -121,6 +124,7 @@ class PreparedDataset(Sequence[Example]):
         self.manifest = manifest.raw
         entry = manifest.splits[split]
         files, checks = entry.files, entry.checks
+        self._files, self._checks = files, checks
         self._trained_tokens = entry.trained_tokens
         self._tokenizer_sha256 = manifest.tokenizer_sha256
         if checks is None:
@@ -159,6 +163,37 @@ class PreparedDataset(Sequence[Example]):
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    def records(self) -> npt.NDArray[np.uint64]:
+        """Where each record came from, one row per record: the columns of the manifest's
+        ``record_info`` (``source``: index in ``inputs``, ``line``, ``format``: index in
+        ``record_info["formats"]``, ``turns``), checked like the other arrays and against the
+        manifest's tables. Read only when asked for (``ftx inspect``), so training never needs
+        it."""
+        where = f"{self.root / MANIFEST}: split {self.split!r}"
+        info = self.manifest.get("record_info")
+        check = (self._checks or {}).get("records")
+        if not isinstance(info, dict) or check is None:
+            raise DataError(
+                f"{where} has no per-record information (written by an older ftx, artifact "
+                f"version {self.manifest.get('artifact_version')}); prepare it again"
+            )
+        columns = info.get("columns")
+        if columns != list(RECORD_COLUMNS):
+            raise DataError(f"{where}: record_info columns {columns}, expected {RECORD_COLUMNS}")
+        path = self.root / str(self._files.get("records", f"{self.split}.records.npy"))
+        rows: npt.NDArray[np.uint64] = _checked_array(path, np.uint64, check, ndim=2)
+        if rows.shape != (len(self), len(RECORD_COLUMNS)):
+            raise DataError(f"{path}: shape {rows.shape}, expected ({len(self)}, 4)")
+        formats, inputs = info.get("formats"), self.manifest.get("inputs")
+        if not isinstance(formats, list) or not isinstance(inputs, list):
+            raise DataError(f"{where}: record_info or inputs malformed; prepare it again")
+        limits = {"source": len(inputs), "format": len(formats)}
+        for name, limit in limits.items():
+            col = rows[:, RECORD_COLUMNS.index(name)]
+            if len(col) and int(col.max()) >= limit:
+                raise DataError(f"{path}: a {name} index {int(col.max())} of {limit}")
+        return rows
 
     @overload
     def __getitem__(self, i: int) -> Example: ...

@@ -26,8 +26,14 @@ def test_example_dataset_counts_and_rejects(tmp_path: Path, example_data: Path, 
     assert r.accepted == 400
     assert 20 < r.splits["valid"].records < 60
     assert r.splits["train"].records + r.splits["valid"].records == 400
-    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    rejects = [x for x in lines if x["code"] != "duplicate"]
     assert [x["line"] for x in rejects] == [51, 121, 201]
+    # The duplicate is there too (counted in `duplicates`, not in `rejects`), naming the record
+    # it copies, which was kept.
+    (dup,) = [x for x in lines if x["code"] == "duplicate"]
+    assert dup["kept_file"] == str(example_data) and dup["kept_line"] < dup["line"]
+    assert f":{dup['kept_line']}" in dup["message"]
     for x in rejects:
         assert x["file"] == str(example_data)
         assert set(x) >= {"file", "line", "offset", "code", "message", "record"}

@@ -64,7 +64,8 @@ def test_cli_usage_and_data_errors_have_exit_codes_and_one_line(
     # Nothing was published, but the reasons were kept.
     assert not (tmp_path / "o").exists()
     kept = tmp_path / "o.rejects.jsonl"
-    assert len(kept.read_text().splitlines()) == 3
+    codes = sorted(json.loads(x)["code"] for x in kept.read_text().splitlines())
+    assert codes == ["bad_json", "duplicate", "nothing_to_train", "unknown_role"]
 
 
 def test_sigkill_mid_run_leaves_nothing_that_looks_complete(

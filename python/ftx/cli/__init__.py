@@ -15,6 +15,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "chat": ("ftx.cli.chat", "Talk to a model (base, + adapter, or fused) in the terminal."),
     "convert": ("ftx.cli.convert", "A GGUF model in, an mlx-lm model folder out."),
     "doctor": ("ftx.cli.doctor", "What ftx computes on here (device, BLAS, memory) and fixes."),
+    "inspect": ("ftx.cli.inspect", "What a dataset holds: counts, lengths, outliers, duplicates."),
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
     "fuse": ("ftx.cli.fuse", "Merge an adapter into its base: MLX, GGUF or PEFT output."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
@@ -118,6 +119,25 @@ def check_settings(settings: Mapping[str, Any], source: str) -> None:
         raise ConfigIssues(source, [Issue(k, v, allowed) for k, v, allowed in found])
 
 
+@contextmanager
+def input_triples(
+    inputs: str | Path | Sequence[str | Path],
+) -> Iterator[list[tuple[str, str, int]]]:
+    """The engine's ``(path_to_read, original_path, line_offset)`` of each input (globs
+    expanded, Parquet and CSV converted to JSON lines in a folder removed on exit)."""
+    patterns = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(p) for p in inputs]
+    files = [Path(p) for p in _core.expand_inputs(patterns)]
+    with tempfile.TemporaryDirectory(prefix="ftx-tables-") as work:
+        triples: list[tuple[str, str, int]] = []
+        for f in files:
+            if is_tabular(f):
+                converted, offset = to_json_lines(f, Path(work))
+                triples.append((str(converted), str(f), offset))
+            else:
+                triples.append((str(f), str(f), 0))
+        yield triples
+
+
 def prepare(
     inputs: str | Path | Sequence[str | Path],
     *,
@@ -139,16 +159,7 @@ def prepare(
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads = {threads!r}: must be a whole number, 1 or more")
     check_settings(settings, "ftx.prepare")
-    patterns = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(p) for p in inputs]
-    files = [Path(p) for p in _core.expand_inputs(patterns)]
-    with tempfile.TemporaryDirectory(prefix="ftx-tables-") as work:
-        triples: list[tuple[str, str, int]] = []
-        for f in files:
-            if is_tabular(f):
-                converted, offset = to_json_lines(f, Path(work))
-                triples.append((str(converted), str(f), offset))
-            else:
-                triples.append((str(f), str(f), 0))
+    with input_triples(inputs) as triples:
         report = _core.prepare(
             triples,
             str(out),

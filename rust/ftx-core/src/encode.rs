@@ -181,7 +181,8 @@ impl Encoder {
         self.max_token_bytes
     }
 
-    fn is_special(&self, id: u32) -> bool {
+    /// Whether `id` is an added token marked special (`<|im_end|>`, `</s>`).
+    pub fn is_special(&self, id: u32) -> bool {
         self.special_ids.binary_search(&id).is_ok()
     }
 

@@ -44,6 +44,17 @@ impl Format {
         }
     }
 
+    /// Every format, in a fixed order: an artifact's `record_info.formats`, whose index each
+    /// record's `format` column holds.
+    pub const ALL: [Format; 6] = [
+        Format::Messages,
+        Format::Sharegpt,
+        Format::Alpaca,
+        Format::PromptCompletion,
+        Format::Text,
+        Format::Bfcl,
+    ];
+
     /// The `as_str` names, plus a few spellings users type for them: the one list the CLI's
     /// choices come from.
     pub const NAMES: &'static [(&'static str, Format)] = &[

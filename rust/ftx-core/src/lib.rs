@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod encode;
 pub mod error;
 pub mod formats;
+pub mod inspect;
 pub mod manifest;
 pub mod model;
 pub mod options;

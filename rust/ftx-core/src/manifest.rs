@@ -17,7 +17,9 @@ use crate::store::write_synced;
 use crate::template::{ChatTemplate, SpecialTokens};
 
 /// Bumped whenever the artifact layout changes incompatibly.
-pub const ARTIFACT_VERSION: u32 = 1;
+/// 2: `{split}.records.npy` and `record_info` (where each record came from, its format and
+/// turns) and exact duplicates in `rejects.jsonl`.
+pub const ARTIFACT_VERSION: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 /// The `format` of every manifest `prepare` writes.
 pub const FORMAT: &str = crate::output::PREPARED;
@@ -71,15 +73,42 @@ pub struct PerArray<T> {
     pub tokens: T,
     pub mask: T,
     pub offsets: T,
+    /// One row of [`RECORD_COLUMNS`] per record.
+    pub records: T,
 }
 
 impl<T> PerArray<T> {
-    pub fn iter(&self) -> [(&'static str, &T); 3] {
+    pub fn iter(&self) -> [(&'static str, &T); 4] {
         [
             ("tokens", &self.tokens),
             ("mask", &self.mask),
             ("offsets", &self.offsets),
+            ("records", &self.records),
         ]
+    }
+}
+
+/// The columns of `{split}.records.npy` (u64): the input's index in `inputs`, the record's line
+/// in it, its format's index in `record_info.formats`, and its turns (assistant messages; 0 for
+/// plain text).
+pub const RECORD_COLUMNS: [&str; 4] = ["source", "line", "format", "turns"];
+
+/// What the columns of `{split}.records.npy` mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordInfo {
+    pub columns: Vec<String>,
+    pub formats: Vec<String>,
+}
+
+impl Default for RecordInfo {
+    fn default() -> Self {
+        RecordInfo {
+            columns: RECORD_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            formats: crate::formats::Format::ALL
+                .iter()
+                .map(|f| f.as_str().to_string())
+                .collect(),
+        }
     }
 }
 
@@ -135,6 +164,7 @@ pub struct Manifest {
     pub rejects: BTreeMap<String, u64>,
     pub rejects_file: String,
     pub splits: BTreeMap<Split, SplitEntry>,
+    pub record_info: RecordInfo,
 }
 
 /// How one `prepare` call ran (never written to disk).
@@ -259,6 +289,7 @@ pub fn build(p: &Provenance, results: Results) -> Manifest {
         rejects: results.rejects,
         rejects_file: results.rejects_file,
         splits: results.splits,
+        record_info: RecordInfo::default(),
     }
 }
 
@@ -347,6 +378,7 @@ mod tests {
             tokens: "t.npy".to_string(),
             mask: "m.npy".to_string(),
             offsets: "o.npy".to_string(),
+            records: "r.npy".to_string(),
         };
         let check = |f: &str| {
             let path = dir.join(f);
@@ -359,6 +391,7 @@ mod tests {
             tokens: check(&names.tokens),
             mask: check(&names.mask),
             offsets: check(&names.offsets),
+            records: check(&names.records),
         };
         let split = SplitEntry {
             records: 1,
@@ -420,11 +453,12 @@ mod tests {
                 "rejected",
                 "rejects",
                 "rejects_file",
-                "splits"
+                "splits",
+                "record_info"
             ]
         );
         assert!(text.contains(
-            r#""train":{"records":1,"tokens":2,"trained_tokens":1,"truncated":0,"lengths":null,"files":{"tokens":"t.npy","mask":"m.npy","offsets":"o.npy"},"checks":{"tokens":{"bytes":2,"#
+            r#""train":{"records":1,"tokens":2,"trained_tokens":1,"truncated":0,"lengths":null,"files":{"tokens":"t.npy","mask":"m.npy","offsets":"o.npy","records":"r.npy"},"checks":{"tokens":{"bytes":2,"#
         ));
     }
 
@@ -434,7 +468,7 @@ mod tests {
         let m = manifest(dir.path());
         write(dir.path(), &m).unwrap();
         assert!(cached(dir.path(), "h1").unwrap().is_none(), "files missing");
-        for f in ["t.npy", "m.npy", "o.npy"] {
+        for f in ["t.npy", "m.npy", "o.npy", "r.npy"] {
             fs_err::write(dir.path().join(f), b"xy").unwrap();
         }
         assert_eq!(cached(dir.path(), "h1").unwrap(), Some(m.clone()));
@@ -452,7 +486,7 @@ mod tests {
     fn an_older_or_damaged_manifest_is_a_rebuild() {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest(dir.path());
-        for f in ["t.npy", "m.npy", "o.npy"] {
+        for f in ["t.npy", "m.npy", "o.npy", "r.npy"] {
             fs_err::write(dir.path().join(f), b"xy").unwrap();
         }
         let mut value = serde_json::to_value(&m).unwrap();

@@ -1,6 +1,7 @@
 //! `prepare` end to end: read → parse → normalize/validate → dedup → split → render → tokenize +
 //! mask → store. Records move in bounded chunks, are processed in parallel and merged in input
 //! order, so memory stays flat and the output is byte-identical for any number of threads.
+//! `inspect` of raw files runs the same pass into memory ([`collect`]): nothing is written.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -12,9 +13,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::conversation::Record;
+use crate::conversation::{Record, Role};
 use crate::dedup::{fingerprint, Dedup};
-use crate::encode::{Encoded, Encoder};
+use crate::encode::{Encoded, Encoder, ModelFiles};
 use crate::error::{Error, Result};
 use crate::formats::{normalize, Format, FormatOptions};
 use crate::manifest;
@@ -45,13 +46,15 @@ pub struct Progress {
     pub elapsed_s: f64,
 }
 
-/// What one worker made of one record.
+/// What one worker made of one record. The raw bytes move along (never copied): a reject or a
+/// duplicate quotes them.
 struct Processed {
     source: u32,
     line: u64,
     offset: u64,
     is_chat: bool,
-    outcome: std::result::Result<Accepted, Rejected>,
+    bytes: Vec<u8>,
+    outcome: std::result::Result<Accepted, Reject>,
 }
 
 struct Accepted {
@@ -59,11 +62,8 @@ struct Accepted {
     split: Split,
     encoded: Encoded,
     truncated: bool,
-}
-
-struct Rejected {
-    reject: Reject,
-    bytes: Vec<u8>,
+    format: Format,
+    turns: u64,
 }
 
 /// Everything a worker needs, shared read-only across threads.
@@ -77,6 +77,44 @@ struct Engine {
     opts: PrepareOptions,
 }
 
+impl Engine {
+    /// The model's encoder and template and the format options; the splitter is set by
+    /// [`splitter`] once the caller knows the run goes ahead.
+    fn load(opts: PrepareOptions) -> Result<(Self, ModelFiles, PathBuf)> {
+        let (encoder, files, tokenizer_path) = crate::model::load(&opts)?;
+        let (template, template_label) = crate::model::template(&opts, &files)?;
+        let format_opts = FormatOptions {
+            forced: opts.settings.format,
+            columns: match &opts.settings.columns {
+                Some(spec) => crate::formats::Columns::parse(spec)
+                    .map_err(|e| Error::Config(format!("--columns: {e}")))?,
+                None => Default::default(),
+            },
+        };
+        let engine = Engine {
+            encoder,
+            template,
+            template_label,
+            format_opts,
+            seed: opts.settings.seed,
+            splitter: Splitter {
+                valid: 0.0,
+                test: 0.0,
+            },
+            opts,
+        };
+        Ok((engine, files, tokenizer_path))
+    }
+}
+
+fn worker_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("ftx-worker-{i}"))
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))
+}
+
 /// Runs `prepare`. Returns the report (the manifest plus how it ran), so every front end prints
 /// the same numbers.
 pub fn prepare(
@@ -86,18 +124,18 @@ pub fn prepare(
 ) -> Result<manifest::Report> {
     let started = Instant::now();
     let threads = num_threads(opts.threads);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("ftx-worker-{i}"))
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
+    let pool = worker_pool(threads)?;
 
-    let (encoder, files, tokenizer_path) = crate::model::load(&opts)?;
-    let (template, template_label) = crate::model::template(&opts, &files)?;
-    let provenance = manifest::provenance(&opts, &files, &tokenizer_path, template.as_ref())?;
+    let (mut engine, files, tokenizer_path) = Engine::load(opts)?;
+    let provenance = manifest::provenance(
+        &engine.opts,
+        &files,
+        &tokenizer_path,
+        engine.template.as_ref(),
+    )?;
 
-    if !opts.force {
-        if let Some(cached) = manifest::cached(&opts.out_dir, &provenance.hash)? {
+    if !engine.opts.force {
+        if let Some(cached) = manifest::cached(&engine.opts.out_dir, &provenance.hash)? {
             return Ok(manifest::Report {
                 manifest: cached,
                 run: manifest::Run {
@@ -106,79 +144,30 @@ pub fn prepare(
                     threads,
                     records_per_s: None,
                     tokens_per_s: None,
-                    out_dir: opts.out_dir.display().to_string(),
+                    out_dir: engine.opts.out_dir.display().to_string(),
                 },
             });
         }
     }
 
-    let inputs: Vec<PathBuf> = opts.inputs.iter().map(|i| i.origin.clone()).collect();
+    let inputs: Vec<PathBuf> = engine
+        .opts
+        .inputs
+        .iter()
+        .map(|i| i.origin.clone())
+        .collect();
     // Held until the artifact is published: a second prepare of this --out fails at once.
-    let _claim = crate::output::claim(&opts.out_dir, &inputs, opts.force)?;
-
-    let format_opts = FormatOptions {
-        forced: opts.settings.format,
-        columns: match &opts.settings.columns {
-            Some(spec) => crate::formats::Columns::parse(spec)
-                .map_err(|e| Error::Config(format!("--columns: {e}")))?,
-            None => Default::default(),
-        },
-    };
-    let mut engine = Engine {
-        encoder,
-        template,
-        template_label,
-        format_opts,
-        seed: opts.settings.seed,
-        splitter: Splitter {
-            valid: 0.0,
-            test: 0.0,
-        },
-        opts,
-    };
+    let _claim = crate::output::claim(&engine.opts.out_dir, &inputs, engine.opts.force)?;
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
 
     let staging = StagingDir::new(&engine.opts.out_dir)?;
-    let mut sink = Sink::create(staging.path(), engine.opts.settings.dedup)?;
-    let mut prog = Progress::default();
-    let mut chat_seen = 0u64;
-    let mut chat_failed = 0u64;
-
-    for_each_batch(&engine, threads, cancel, &pool, |batch| {
-        for p in batch {
-            prog.records += 1;
-            if p.is_chat {
-                chat_seen += 1;
-                if let Err(r) = &p.outcome {
-                    if matches!(
-                        r.reject.code,
-                        RejectCode::TemplateError | RejectCode::MaskNotFound
-                    ) {
-                        chat_failed += 1;
-                    }
-                }
-            }
-            sink.take(&engine, p)?;
-        }
-        prog.accepted = sink.accepted();
-        prog.rejected = sink.rejected_total();
-        prog.duplicates = sink.dedup.duplicates();
-        prog.tokens = sink.tokens();
-        prog.elapsed_s = started.elapsed().as_secs_f64();
-        progress(&prog);
-        if chat_seen >= TEMPLATE_CHECK_AFTER && chat_failed * 2 > chat_seen {
-            let kept = sink.salvage_rejects(&engine.opts.out_dir);
-            return Err(Error::Template(format!(
-                "chat template {} failed on {chat_failed} of the first {chat_seen} conversations \
-                 (template error or assistant content not found in the render); examples in {}; \
-                 a template that supports these conversations can be given with --chat-template",
-                engine.template_label,
-                kept.map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "(could not be kept)".into()),
-            )));
-        }
-        Ok(())
-    })
+    let mut sink = Sink::new(
+        ArtifactStore::create(staging.path())?,
+        engine.opts.settings.dedup,
+    );
+    let prog = run_pass(
+        &engine, threads, cancel, &pool, &mut sink, started, progress, true,
+    )
     .inspect_err(|_| {
         sink.salvage_rejects(&engine.opts.out_dir);
     })?;
@@ -224,6 +213,129 @@ pub fn prepare(
             out_dir: engine.opts.out_dir.display().to_string(),
         },
     })
+}
+
+/// One split's arrays, as `prepare` would write them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SplitArrays {
+    pub tokens: Vec<u32>,
+    pub mask: Vec<u8>,
+    /// Starts with 0; record `i` is `tokens[offsets[i]..offsets[i + 1]]`.
+    pub offsets: Vec<u64>,
+    /// [`manifest::RECORD_COLUMNS`] of each record, row after row.
+    pub records: Vec<u64>,
+}
+
+/// What `prepare` would have written for the same inputs and options, held in memory: the
+/// manifest's counts, each split's arrays and the lines of `rejects.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Collected {
+    /// The inputs, in the order `records`' `source` column indexes them.
+    pub inputs: Vec<String>,
+    pub template: String,
+    pub records_read: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub rejects: BTreeMap<String, u64>,
+    pub record_info: manifest::RecordInfo,
+    pub splits: BTreeMap<Split, SplitArrays>,
+    pub reject_lines: Vec<Value>,
+}
+
+/// `inspect` of raw files: the pass `prepare` makes, with the same options, into memory.
+/// Nothing is written, and no limit (`--max-reject-ratio`, a failing template) stops it: the
+/// rejects are part of what a person inspects.
+pub fn collect(
+    opts: PrepareOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+    cancel: &AtomicBool,
+) -> Result<Collected> {
+    let started = Instant::now();
+    let threads = num_threads(opts.threads);
+    let pool = worker_pool(threads)?;
+    let (mut engine, _, _) = Engine::load(opts)?;
+    engine.splitter = pool.install(|| splitter(&engine, cancel))?;
+    let mut sink = Sink::new(MemoryStore::default(), engine.opts.settings.dedup);
+    let prog = run_pass(
+        &engine, threads, cancel, &pool, &mut sink, started, progress, false,
+    )?;
+    let Sink {
+        store,
+        stats: _,
+        reject_counts,
+        dedup,
+        ..
+    } = sink;
+    Ok(Collected {
+        inputs: engine
+            .opts
+            .inputs
+            .iter()
+            .map(|i| i.origin.display().to_string())
+            .collect(),
+        template: engine.template_label.clone(),
+        records_read: prog.records,
+        duplicates: dedup.duplicates(),
+        rejected: reject_counts.values().sum(),
+        rejects: reject_counts
+            .into_iter()
+            .map(|(c, n)| (c.to_string(), n))
+            .collect(),
+        record_info: manifest::RecordInfo::default(),
+        splits: store.splits,
+        reject_lines: store.rejects,
+    })
+}
+
+/// The one pass over the inputs: every record read, processed on the pool and handed to `sink`
+/// in input order. With `limits`, a template failing on most conversations stops it.
+#[allow(clippy::too_many_arguments)]
+fn run_pass<S: Store>(
+    engine: &Engine,
+    threads: usize,
+    cancel: &AtomicBool,
+    pool: &rayon::ThreadPool,
+    sink: &mut Sink<S>,
+    started: Instant,
+    progress: &(dyn Fn(&Progress) + Sync),
+    limits: bool,
+) -> Result<Progress> {
+    let mut prog = Progress::default();
+    let mut chat_seen = 0u64;
+    let mut chat_failed = 0u64;
+    for_each_batch(engine, threads, cancel, pool, |batch| {
+        for p in batch {
+            prog.records += 1;
+            if p.is_chat {
+                chat_seen += 1;
+                if let Err(r) = &p.outcome {
+                    if matches!(r.code, RejectCode::TemplateError | RejectCode::MaskNotFound) {
+                        chat_failed += 1;
+                    }
+                }
+            }
+            sink.take(engine, p)?;
+        }
+        prog.accepted = sink.accepted();
+        prog.rejected = sink.rejected_total();
+        prog.duplicates = sink.dedup.duplicates();
+        prog.tokens = sink.tokens();
+        prog.elapsed_s = started.elapsed().as_secs_f64();
+        progress(&prog);
+        if limits && chat_seen >= TEMPLATE_CHECK_AFTER && chat_failed * 2 > chat_seen {
+            let kept = sink.salvage_rejects(&engine.opts.out_dir);
+            return Err(Error::Template(format!(
+                "chat template {} failed on {chat_failed} of the first {chat_seen} conversations \
+                 (template error or assistant content not found in the render); examples in {}; \
+                 a template that supports these conversations can be given with --chat-template",
+                engine.template_label,
+                kept.map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(could not be kept)".into()),
+            )));
+        }
+        Ok(())
+    })?;
+    Ok(prog)
 }
 
 /// Reads all inputs on one thread and processes them on the pool in batches of chunks, calling
@@ -286,8 +398,8 @@ fn for_each_batch(
                 }
                 let results: Vec<Vec<Processed>> = pool.install(|| {
                     chunks
-                        .par_iter()
-                        .map(|c| c.iter().map(|r| process(engine, r)).collect())
+                        .into_par_iter()
+                        .map(|c| c.into_iter().map(|r| process(engine, r)).collect())
                         .collect()
                 });
                 merge(results.into_iter().flatten().collect())?;
@@ -302,7 +414,7 @@ fn for_each_batch(
 }
 
 fn located(
-    raw: &RawRecord,
+    raw: RawRecord,
     is_chat: bool,
     outcome: std::result::Result<Accepted, Reject>,
 ) -> Processed {
@@ -311,10 +423,8 @@ fn located(
         line: raw.line,
         offset: raw.offset,
         is_chat,
-        outcome: outcome.map_err(|reject| Rejected {
-            reject,
-            bytes: raw.bytes.clone(),
-        }),
+        bytes: raw.bytes,
+        outcome,
     }
 }
 
@@ -337,7 +447,7 @@ fn early_limit(engine: &Engine) -> Option<usize> {
 }
 
 /// Parses and normalizes one raw record (shared by the split pre-pass and the main pass).
-fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<Record, Reject> {
+fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<(Format, Record), Reject> {
     let text = std::str::from_utf8(&raw.bytes).map_err(|e| {
         Reject::new(
             RejectCode::InvalidUtf8,
@@ -367,9 +477,12 @@ fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<Record, Reject
         }
     }
     if raw.kind == RawKind::Text {
-        return Ok(Record::Text {
-            text: text.to_string(),
-        });
+        return Ok((
+            Format::Text,
+            Record::Text {
+                text: text.to_string(),
+            },
+        ));
     }
     let value: Value = serde_json::from_str(text).map_err(|e| {
         let unterminated = matches!(
@@ -385,15 +498,22 @@ fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<Record, Reject
             Reject::new(RejectCode::BadJson, format!("not valid JSON: {e}"))
         }
     })?;
-    normalize(value, &engine.format_opts).map(|(_, rec): (Format, Record)| rec)
+    normalize(value, &engine.format_opts)
 }
 
-fn process(engine: &Engine, raw: &RawRecord) -> Processed {
-    let record = match parse(engine, raw) {
+fn process(engine: &Engine, raw: RawRecord) -> Processed {
+    let (format, record) = match parse(engine, &raw) {
         Ok(r) => r,
         Err(rej) => return located(raw, false, Err(rej)),
     };
     let is_chat = matches!(record, Record::Chat { .. });
+    let turns = match &record {
+        Record::Chat { messages, .. } => messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count() as u64,
+        Record::Text { .. } => 0,
+    };
     let canonical = record.canonical_bytes();
     let fp = fingerprint(&canonical);
     let split = engine.splitter.assign(unit(&canonical, engine.seed));
@@ -418,6 +538,8 @@ fn process(engine: &Engine, raw: &RawRecord) -> Processed {
             split,
             encoded,
             truncated,
+            format,
+            turns,
         });
     located(raw, is_chat, outcome)
 }
@@ -474,7 +596,7 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
             let found: Vec<Option<(u128, f64)>> = chunk
                 .par_iter()
                 .map(|raw| {
-                    parse(engine, raw).ok().map(|rec| {
+                    parse(engine, raw).ok().map(|(_, rec)| {
                         let c = rec.canonical_bytes();
                         (fingerprint(&c), unit(&c, engine.seed))
                     })
@@ -508,58 +630,44 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
     Ok(Splitter::from_counts(valid, test, &units))
 }
 
-/// The writing end: one set of arrays per split, the rejects file, and the counters.
-struct Sink {
-    dir: PathBuf,
-    writers: BTreeMap<Split, SplitWriter>,
-    rejects: BufWriter<fs_err::File>,
-    rejects_path: PathBuf,
+/// Where accepted records and rejects go: the artifact's files ([`ArtifactStore`]) or memory
+/// ([`MemoryStore`], for `inspect`).
+trait Store {
+    /// One accepted record: its tokens, mask and [`manifest::RECORD_COLUMNS`] row.
+    fn record(&mut self, split: Split, ids: &[u32], mask: &[u8], row: &[u64]) -> Result<()>;
+    fn reject(&mut self, line: &RejectLine) -> Result<()>;
+    /// When the run fails, keeps the rejects beside `out_dir`; where they were kept.
+    fn keep_rejects(&mut self, out_dir: &Path) -> Option<PathBuf>;
+}
+
+/// The merging end: the counters, dedup, and the store records and rejects go to.
+struct Sink<S> {
+    store: S,
+    stats: BTreeMap<Split, SplitStats>,
     reject_counts: BTreeMap<&'static str, u64>,
     dedup: Dedup,
     dedup_on: bool,
 }
 
-struct SplitWriter {
-    tokens: NpyWriter,
-    mask: NpyWriter,
-    offsets: NpyWriter,
-    stats: SplitStats,
-}
-
-impl Sink {
-    fn create(dir: &Path, dedup_on: bool) -> Result<Self> {
-        let mut writers = BTreeMap::new();
-        for split in Split::ALL {
-            let name = split.as_str();
-            let mut offsets = NpyWriter::create::<u64>(dir.join(format!("{name}.offsets.npy")))?;
-            offsets.push(&[0u64])?;
-            writers.insert(
-                split,
-                SplitWriter {
-                    tokens: NpyWriter::create::<u32>(dir.join(format!("{name}.tokens.npy")))?,
-                    mask: NpyWriter::create::<u8>(dir.join(format!("{name}.mask.npy")))?,
-                    offsets,
-                    stats: SplitStats::default(),
-                },
-            );
-        }
-        let rejects_path = dir.join("rejects.jsonl");
-        let rejects = BufWriter::new(fs_err::File::create(&rejects_path)?);
-        Ok(Sink {
-            dir: dir.to_path_buf(),
-            writers,
-            rejects,
-            rejects_path,
+impl<S: Store> Sink<S> {
+    fn new(store: S, dedup_on: bool) -> Self {
+        Sink {
+            store,
+            stats: Split::ALL
+                .into_iter()
+                .map(|s| (s, SplitStats::default()))
+                .collect(),
             reject_counts: BTreeMap::new(),
             dedup: Dedup::default(),
             dedup_on,
-        })
+        }
     }
 
     fn take(&mut self, engine: &Engine, p: Processed) -> Result<()> {
-        let file = &engine.opts.inputs[p.source as usize].origin;
-        match p.outcome {
-            Err(Rejected { reject, bytes }) => {
+        let inputs = &engine.opts.inputs;
+        let file = &inputs[p.source as usize].origin;
+        let (reject, kept) = match p.outcome {
+            Err(reject) => {
                 if reject.code == RejectCode::TooLong
                     && engine.opts.settings.length_policy == LengthPolicy::Error
                 {
@@ -571,46 +679,62 @@ impl Sink {
                     )));
                 }
                 *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
-                let (record, record_bytes) = record_excerpt(&bytes);
-                let entry = RejectLine {
-                    file: file.display().to_string(),
-                    line: p.line,
-                    offset: p.offset,
-                    code: reject.code.as_str(),
-                    message: &reject.message,
-                    record_truncated: record_bytes.map(|_| true),
-                    record_bytes,
-                    record,
-                };
-                serde_json::to_writer(&mut self.rejects, &entry)
-                    .map_err(|e| Error::io(&self.rejects_path, e.into()))?;
-                self.rejects
-                    .write_all(b"\n")
-                    .map_err(|e| Error::io(&self.rejects_path, e))?;
+                (reject, None)
             }
             Ok(a) => {
-                if self.dedup_on && !self.dedup.first(a.fp) {
-                    return Ok(());
+                let first = match self.dedup_on {
+                    true => self.dedup.kept(a.fp, (p.source, p.line)),
+                    false => None,
+                };
+                match first {
+                    // Counted in `duplicates`, not among the rejects: a copy is no bad record.
+                    Some((source, line)) => {
+                        let kept = inputs[source as usize].origin.display().to_string();
+                        let reject = Reject::new(
+                            RejectCode::Duplicate,
+                            format!("an exact copy of the record at {kept}:{line}, which was kept"),
+                        );
+                        (reject, Some((kept, line)))
+                    }
+                    None => {
+                        let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
+                        let row = [
+                            u64::from(p.source),
+                            p.line,
+                            Format::ALL.iter().position(|&f| f == a.format).unwrap_or(0) as u64,
+                            a.turns,
+                        ];
+                        self.store
+                            .record(a.split, &a.encoded.ids, &a.encoded.mask, &row)?;
+                        if let Some(s) = self.stats.get_mut(&a.split) {
+                            s.add(a.encoded.ids.len(), trained, a.truncated);
+                        }
+                        return Ok(());
+                    }
                 }
-                let w = self.writers.get_mut(&a.split).ok_or_else(|| {
-                    Error::Internal(format!("no writer for split {}", a.split.as_str()))
-                })?;
-                let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
-                w.tokens.push(&a.encoded.ids)?;
-                w.mask.push(&a.encoded.mask)?;
-                w.offsets.push(&[w.tokens.len()])?;
-                w.stats.add(a.encoded.ids.len(), trained, a.truncated);
             }
-        }
-        Ok(())
+        };
+        let (record, record_bytes) = record_excerpt(&p.bytes);
+        self.store.reject(&RejectLine {
+            file: file.display().to_string(),
+            line: p.line,
+            offset: p.offset,
+            code: reject.code.as_str(),
+            message: &reject.message,
+            kept_line: kept.as_ref().map(|k| k.1),
+            kept_file: kept.map(|k| k.0),
+            record_truncated: record_bytes.map(|_| true),
+            record_bytes,
+            record,
+        })
     }
 
     fn accepted(&self) -> u64 {
-        self.writers.values().map(|w| w.stats.records).sum()
+        self.stats.values().map(|s| s.records).sum()
     }
 
     fn tokens(&self) -> u64 {
-        self.writers.values().map(|w| w.stats.tokens).sum()
+        self.stats.values().map(|s| s.tokens).sum()
     }
 
     fn rejected_total(&self) -> u64 {
@@ -628,68 +752,37 @@ impl Sink {
             .join(", ")
     }
 
-    /// When the run fails, keeps the rejects next to where the artifact would have been, so the
-    /// reasons are not lost with the staging folder.
     fn salvage_rejects(&mut self, out_dir: &Path) -> Option<PathBuf> {
-        self.rejects.flush().ok()?;
         if self.rejected_total() == 0 {
             return None;
         }
-        let dest = PathBuf::from(format!("{}.rejects.jsonl", out_dir.display()));
-        // Copied beside it and renamed over: a link at `dest` is replaced, never written through.
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = tempfile::NamedTempFile::new_in(parent).ok()?;
-        fs_err::copy(&self.rejects_path, tmp.path()).ok()?;
-        tmp.persist(&dest).ok()?;
-        Some(dest)
+        self.store.keep_rejects(out_dir)
     }
+}
 
+impl Sink<ArtifactStore> {
     fn finish(self, engine: &Engine, records_read: u64) -> Result<manifest::Results> {
         let Sink {
-            dir,
-            writers,
-            rejects,
-            rejects_path,
+            store,
+            stats,
             reject_counts,
             dedup,
             ..
         } = self;
-        let file = rejects
-            .into_inner()
-            .map_err(|e| Error::io(&rejects_path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
+        let mut files = store.finish()?;
         let mut splits = BTreeMap::new();
-        for (split, w) in writers {
-            let name = split.as_str();
-            w.tokens.finish()?;
-            w.mask.finish()?;
-            w.offsets.finish()?;
-            let files = manifest::PerArray {
-                tokens: format!("{name}.tokens.npy"),
-                mask: format!("{name}.mask.npy"),
-                offsets: format!("{name}.offsets.npy"),
-            };
-            // What each file was when written: a later read refuses one that changed since.
-            let check = |file: &String| -> Result<manifest::FileCheck> {
-                let (bytes, xxh3) = crate::store::digest(&dir.join(file))?;
-                Ok(manifest::FileCheck { bytes, xxh3 })
-            };
-            let checks = manifest::PerArray {
-                tokens: check(&files.tokens)?,
-                mask: check(&files.mask)?,
-                offsets: check(&files.offsets)?,
-            };
+        for (split, s) in stats {
+            let (files, checks) = files
+                .remove(&split)
+                .ok_or_else(|| Error::Internal(format!("no files for split {}", split.as_str())))?;
             splits.insert(
                 split,
                 manifest::SplitEntry {
-                    records: w.stats.records,
-                    tokens: w.stats.tokens,
-                    trained_tokens: w.stats.trained_tokens,
-                    truncated: w.stats.truncated,
-                    lengths: w.stats.lengths(),
+                    records: s.records,
+                    tokens: s.tokens,
+                    trained_tokens: s.trained_tokens,
+                    truncated: s.truncated,
+                    lengths: s.lengths(),
                     files,
                     checks,
                 },
@@ -710,6 +803,178 @@ impl Sink {
     }
 }
 
+/// The artifact's files: one set of arrays per split and the rejects file.
+struct ArtifactStore {
+    dir: PathBuf,
+    writers: BTreeMap<Split, manifest::PerArray<NpyWriter>>,
+    rejects: BufWriter<fs_err::File>,
+    rejects_path: PathBuf,
+}
+
+impl ArtifactStore {
+    fn create(dir: &Path) -> Result<Self> {
+        let mut writers = BTreeMap::new();
+        for split in Split::ALL {
+            let file = |array: &str| dir.join(format!("{}.{array}.npy", split.as_str()));
+            let mut offsets = NpyWriter::create::<u64>(file("offsets"))?;
+            offsets.push(&[0u64])?;
+            writers.insert(
+                split,
+                manifest::PerArray {
+                    tokens: NpyWriter::create::<u32>(file("tokens"))?,
+                    mask: NpyWriter::create::<u8>(file("mask"))?,
+                    offsets,
+                    records: NpyWriter::create_rows::<u64>(
+                        file("records"),
+                        manifest::RECORD_COLUMNS.len() as u64,
+                    )?,
+                },
+            );
+        }
+        let rejects_path = dir.join("rejects.jsonl");
+        let rejects = BufWriter::new(fs_err::File::create(&rejects_path)?);
+        Ok(ArtifactStore {
+            dir: dir.to_path_buf(),
+            writers,
+            rejects,
+            rejects_path,
+        })
+    }
+
+    /// Each split's file names and what each file was when written (a later read refuses one
+    /// that changed since).
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        self,
+    ) -> Result<
+        BTreeMap<
+            Split,
+            (
+                manifest::PerArray<String>,
+                manifest::PerArray<manifest::FileCheck>,
+            ),
+        >,
+    > {
+        let ArtifactStore {
+            dir,
+            writers,
+            rejects,
+            rejects_path,
+        } = self;
+        let file = rejects
+            .into_inner()
+            .map_err(|e| Error::io(&rejects_path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
+        let mut out = BTreeMap::new();
+        for (split, w) in writers {
+            let name = split.as_str();
+            for writer in [w.tokens, w.mask, w.offsets, w.records] {
+                writer.finish()?;
+            }
+            let files = manifest::PerArray {
+                tokens: format!("{name}.tokens.npy"),
+                mask: format!("{name}.mask.npy"),
+                offsets: format!("{name}.offsets.npy"),
+                records: format!("{name}.records.npy"),
+            };
+            let check = |file: &String| -> Result<manifest::FileCheck> {
+                let (bytes, xxh3) = crate::store::digest(&dir.join(file))?;
+                Ok(manifest::FileCheck { bytes, xxh3 })
+            };
+            let checks = manifest::PerArray {
+                tokens: check(&files.tokens)?,
+                mask: check(&files.mask)?,
+                offsets: check(&files.offsets)?,
+                records: check(&files.records)?,
+            };
+            out.insert(split, (files, checks));
+        }
+        Ok(out)
+    }
+}
+
+impl Store for ArtifactStore {
+    fn record(&mut self, split: Split, ids: &[u32], mask: &[u8], row: &[u64]) -> Result<()> {
+        let w = self
+            .writers
+            .get_mut(&split)
+            .ok_or_else(|| Error::Internal(format!("no writer for split {}", split.as_str())))?;
+        w.tokens.push(ids)?;
+        w.mask.push(mask)?;
+        w.offsets.push(&[w.tokens.len()])?;
+        w.records.push(row)
+    }
+
+    fn reject(&mut self, line: &RejectLine) -> Result<()> {
+        serde_json::to_writer(&mut self.rejects, line)
+            .map_err(|e| Error::io(&self.rejects_path, e.into()))?;
+        self.rejects
+            .write_all(b"\n")
+            .map_err(|e| Error::io(&self.rejects_path, e))
+    }
+
+    /// Keeps the rejects next to where the artifact would have been, so the reasons are not
+    /// lost with the staging folder.
+    fn keep_rejects(&mut self, out_dir: &Path) -> Option<PathBuf> {
+        self.rejects.flush().ok()?;
+        let dest = PathBuf::from(format!("{}.rejects.jsonl", out_dir.display()));
+        // Copied beside it and renamed over: a link at `dest` is replaced, never written through.
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::NamedTempFile::new_in(parent).ok()?;
+        fs_err::copy(&self.rejects_path, tmp.path()).ok()?;
+        tmp.persist(&dest).ok()?;
+        Some(dest)
+    }
+}
+
+/// The arrays and rejects file of an artifact, in memory.
+struct MemoryStore {
+    splits: BTreeMap<Split, SplitArrays>,
+    rejects: Vec<Value>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        let empty = SplitArrays {
+            offsets: vec![0],
+            ..SplitArrays::default()
+        };
+        MemoryStore {
+            splits: Split::ALL.into_iter().map(|s| (s, empty.clone())).collect(),
+            rejects: Vec::new(),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn record(&mut self, split: Split, ids: &[u32], mask: &[u8], row: &[u64]) -> Result<()> {
+        let a = self
+            .splits
+            .get_mut(&split)
+            .ok_or_else(|| Error::Internal(format!("no arrays for split {}", split.as_str())))?;
+        a.tokens.extend_from_slice(ids);
+        a.mask.extend_from_slice(mask);
+        a.offsets.push(a.tokens.len() as u64);
+        a.records.extend_from_slice(row);
+        Ok(())
+    }
+
+    fn reject(&mut self, line: &RejectLine) -> Result<()> {
+        self.rejects.push(
+            serde_json::to_value(line)
+                .map_err(|e| Error::Internal(format!("cannot keep a reject: {e}")))?,
+        );
+        Ok(())
+    }
+
+    fn keep_rejects(&mut self, _: &Path) -> Option<PathBuf> {
+        None
+    }
+}
+
 /// One line of `rejects.jsonl`.
 #[derive(Serialize)]
 struct RejectLine<'a> {
@@ -718,6 +983,11 @@ struct RejectLine<'a> {
     offset: u64,
     code: &'static str,
     message: &'a str,
+    /// For a duplicate, the record it copies, which was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_line: Option<u64>,
     /// `true` when `record` is an excerpt of the `record_bytes` the record has.
     #[serde(skip_serializing_if = "Option::is_none")]
     record_truncated: Option<bool>,
@@ -762,6 +1032,8 @@ mod tests {
                 offset: 3,
                 code: "bad_json",
                 message: "m",
+                kept_file: None,
+                kept_line: None,
                 record_truncated: record_bytes.map(|_| true),
                 record_bytes,
                 record,

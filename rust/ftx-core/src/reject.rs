@@ -37,6 +37,8 @@ pub enum RejectCode {
     TokenizerError,
     /// The chat template ran past its work budget on this record (a loop that does not end).
     TemplateBudget,
+    /// The record is an exact copy (after normalization) of an earlier one, which was kept.
+    Duplicate,
 }
 
 impl RejectCode {
@@ -57,6 +59,7 @@ impl RejectCode {
             RejectCode::TooLong => "too_long",
             RejectCode::TokenizerError => "tokenizer_error",
             RejectCode::TemplateBudget => "template_budget",
+            RejectCode::Duplicate => "duplicate",
         }
     }
 }

@@ -10,13 +10,15 @@ use crate::error::{Error, Result};
 /// (a multiple of 64, as the format recommends for aligned memory maps).
 const NPY_HEADER_LEN: usize = 128;
 
-/// A 1-D `.npy` file written in one streaming pass.
+/// A 1-D `.npy` file (or a 2-D one of `cols` columns, rows pushed whole) written in one
+/// streaming pass.
 #[derive(Debug)]
 pub struct NpyWriter {
     path: PathBuf,
     out: BufWriter<fs_err::File>,
     descr: &'static str,
     itemsize: usize,
+    cols: Option<u64>,
     len: u64,
 }
 
@@ -43,8 +45,12 @@ npy_element!(u8, "|u1");
 npy_element!(u32, "<u4");
 npy_element!(u64, "<u8");
 
-fn npy_header(descr: &str, len: u64) -> Vec<u8> {
-    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({len},), }}");
+fn npy_header(descr: &str, len: u64, cols: Option<u64>) -> Vec<u8> {
+    let shape = match cols {
+        None => format!("({len},)"),
+        Some(c) => format!("({}, {c})", len / c.max(1)),
+    };
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     let mut h = Vec::with_capacity(NPY_HEADER_LEN);
     h.extend_from_slice(b"\x93NUMPY\x01\x00");
     h.extend_from_slice(&((NPY_HEADER_LEN - 10) as u16).to_le_bytes());
@@ -56,21 +62,32 @@ fn npy_header(descr: &str, len: u64) -> Vec<u8> {
 
 impl NpyWriter {
     pub fn create<T: NpyElement>(path: PathBuf) -> Result<Self> {
+        Self::with_shape::<T>(path, None)
+    }
+
+    /// A 2-D array of `cols` columns; [`NpyWriter::push`] is given whole rows.
+    pub fn create_rows<T: NpyElement>(path: PathBuf, cols: u64) -> Result<Self> {
+        Self::with_shape::<T>(path, Some(cols))
+    }
+
+    fn with_shape<T: NpyElement>(path: PathBuf, cols: Option<u64>) -> Result<Self> {
         let file = fs_err::File::create(&path)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&npy_header(T::DESCR, 0))
+        out.write_all(&npy_header(T::DESCR, 0, cols))
             .map_err(|e| Error::io(&path, e))?;
         Ok(NpyWriter {
             path,
             out,
             descr: T::DESCR,
             itemsize: std::mem::size_of::<T>(),
+            cols,
             len: 0,
         })
     }
 
     pub fn push<T: NpyElement>(&mut self, values: &[T]) -> Result<()> {
         debug_assert_eq!(T::DESCR, self.descr);
+        debug_assert_eq!(values.len() as u64 % self.cols.unwrap_or(1), 0);
         T::write_all(values, &mut self.out).map_err(|e| Error::io(&self.path, e))?;
         self.len += values.len() as u64;
         Ok(())
@@ -91,6 +108,7 @@ impl NpyWriter {
             out,
             descr,
             itemsize,
+            cols,
             len,
         } = self;
         let mut file = out
@@ -98,7 +116,7 @@ impl NpyWriter {
             .map_err(|e| Error::io(&path, e.into_error()))?;
         let io = |e| Error::io(&path, e);
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        file.write_all(&npy_header(descr, len)).map_err(io)?;
+        file.write_all(&npy_header(descr, len, cols)).map_err(io)?;
         file.sync_all().map_err(io)?;
         debug_assert_eq!(
             file.metadata().map(|m| m.len()).unwrap_or(0),
@@ -242,7 +260,7 @@ mod tests {
 
     #[test]
     fn npy_header_is_valid_and_aligned() {
-        let h = npy_header("<u4", 123_456_789_012);
+        let h = npy_header("<u4", 123_456_789_012, None);
         assert_eq!(h.len(), NPY_HEADER_LEN);
         assert!(std::str::from_utf8(&h[10..])
             .unwrap()
@@ -270,6 +288,21 @@ mod tests {
             &1u32.to_le_bytes()
         );
         assert_eq!(bytes.len(), NPY_HEADER_LEN + 16);
+    }
+
+    #[test]
+    fn a_rows_writer_declares_two_dimensions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.npy");
+        let mut w = NpyWriter::create_rows::<u64>(p.clone(), 4).unwrap();
+        w.push(&[1u64, 2, 3, 4]).unwrap();
+        w.push(&[5u64, 6, 7, 8]).unwrap();
+        assert_eq!(w.finish().unwrap(), 8);
+        let bytes = fs_err::read(&p).unwrap();
+        assert!(std::str::from_utf8(&bytes[10..NPY_HEADER_LEN])
+            .unwrap()
+            .contains("'shape': (2, 4)"));
+        assert_eq!(bytes.len(), NPY_HEADER_LEN + 64);
     }
 
     #[test]

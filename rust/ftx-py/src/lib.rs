@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod blas;
 mod convert;
 mod errors;
+mod inspect;
 mod prepare;
 mod preview;
 
@@ -59,5 +60,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(preview::render_chat, m)?)?;
     m.add_function(wrap_pyfunction!(preview::preview, m)?)?;
     m.add_function(wrap_pyfunction!(preview::prompts, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::collect, m)?)?;
+    m.add_class::<inspect::Decoder>()?;
     Ok(())
 }

@@ -79,6 +79,72 @@ fn settings_from(text: &str) -> Result<Settings, Vec<Issue>> {
     Settings::from_keys(&keys)
 }
 
+/// The options of a run over `inputs` (``(path_to_read, original_path, line_offset)`` triples)
+/// with `settings` (a JSON object of settings).
+pub fn options(
+    inputs: Vec<(PathBuf, PathBuf, u64)>,
+    out_dir: PathBuf,
+    settings: &str,
+    model_dir: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    chat_template: Option<String>,
+    threads: Option<usize>,
+) -> ftx_core::Result<PrepareOptions> {
+    let inputs = inputs
+        .into_iter()
+        .map(|(path, origin, line_offset)| Input {
+            path,
+            origin,
+            line_offset,
+        })
+        .collect();
+    let mut o = PrepareOptions::new(inputs, out_dir);
+    o.model_dir = model_dir;
+    o.tokenizer = tokenizer;
+    o.chat_template = chat_template;
+    o.settings = settings_from(settings).map_err(|issues| {
+        let lines: Vec<String> = issues
+            .iter()
+            .map(|i| format!("{} = {}: {}", i.key, i.value, i.allowed))
+            .collect();
+        Error::Config(format!("settings: {}", lines.join("; ")))
+    })?;
+    o.threads = threads;
+    Ok(o)
+}
+
+/// The progress callback of a pass: calls `progress` with a dict of counters after every batch
+/// and sets `cancel` on Ctrl-C, so the run stops cleanly and raises ``KeyboardInterrupt``.
+pub fn reporter<'a>(
+    progress: &'a Option<Py<PyAny>>,
+    cancel: &'a AtomicBool,
+) -> impl Fn(&ftx_core::pipeline::Progress) + Sync + 'a {
+    move |p: &ftx_core::pipeline::Progress| {
+        Python::attach(|py| {
+            if py.check_signals().is_err() {
+                cancel.store(true, Ordering::Relaxed);
+                return;
+            }
+            if let Some(cb) = progress {
+                let args = [
+                    ("records", p.records as f64),
+                    ("accepted", p.accepted as f64),
+                    ("rejected", p.rejected as f64),
+                    ("duplicates", p.duplicates as f64),
+                    ("tokens", p.tokens as f64),
+                    ("elapsed_s", p.elapsed_s),
+                ];
+                let dict = pyo3::types::PyDict::new(py);
+                for (k, v) in args {
+                    let _ = dict.set_item(k, v);
+                }
+                // A failing progress display must not fail the run.
+                let _ = cb.call1(py, (dict,));
+            }
+        })
+    }
+}
+
 /// Runs the whole prepare pipeline with the interpreter released and returns the report: the
 /// manifest written (``manifest.json``'s keys, in its order) and ``run``, how it ran. ``inputs`` holds ``(path_to_read, original_path, line_offset)`` triples,
 /// ``settings`` a JSON object of settings (``prepare_settings``; unknown keys are refused).
@@ -102,60 +168,19 @@ pub fn prepare<'py>(
     force: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let build = || -> ftx_core::Result<PrepareOptions> {
-        let inputs = inputs
-            .into_iter()
-            .map(|(path, origin, line_offset)| Input {
-                path,
-                origin,
-                line_offset,
-            })
-            .collect();
-        let mut o = PrepareOptions::new(inputs, out_dir);
-        o.model_dir = model_dir;
-        o.tokenizer = tokenizer;
-        o.chat_template = chat_template;
-        o.settings = settings_from(settings).map_err(|issues| {
-            let lines: Vec<String> = issues
-                .iter()
-                .map(|i| format!("{} = {}: {}", i.key, i.value, i.allowed))
-                .collect();
-            Error::Config(format!("settings: {}", lines.join("; ")))
-        })?;
-        o.threads = threads;
-        o.force = force;
-        Ok(o)
-    };
-    let opts = build().map_err(errors::to_py)?;
+    let mut opts = options(
+        inputs,
+        out_dir,
+        settings,
+        model_dir,
+        tokenizer,
+        chat_template,
+        threads,
+    )
+    .map_err(errors::to_py)?;
+    opts.force = force;
     let cancel = AtomicBool::new(false);
-    let interrupted = AtomicBool::new(false);
-    let on_progress = |p: &ftx_core::pipeline::Progress| {
-        Python::attach(|py| {
-            if let Err(err) = py.check_signals() {
-                if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
-                    interrupted.store(true, Ordering::Relaxed);
-                }
-                cancel.store(true, Ordering::Relaxed);
-                return;
-            }
-            if let Some(cb) = &progress {
-                let args = [
-                    ("records", p.records as f64),
-                    ("accepted", p.accepted as f64),
-                    ("rejected", p.rejected as f64),
-                    ("duplicates", p.duplicates as f64),
-                    ("tokens", p.tokens as f64),
-                    ("elapsed_s", p.elapsed_s),
-                ];
-                let dict = pyo3::types::PyDict::new(py);
-                for (k, v) in args {
-                    let _ = dict.set_item(k, v);
-                }
-                // A failing progress display must not fail the run.
-                let _ = cb.call1(py, (dict,));
-            }
-        })
-    };
+    let on_progress = reporter(&progress, &cancel);
     let report = errors::run(py, || {
         ftx_core::pipeline::prepare(opts, &on_progress, &cancel).and_then(|r| convert::tree(&r))
     })?;
