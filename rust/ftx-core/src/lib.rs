@@ -11,6 +11,7 @@ pub mod error;
 pub mod formats;
 pub mod manifest;
 pub mod model;
+pub mod neardup;
 pub mod options;
 pub mod output;
 pub mod pipeline;
