@@ -5,6 +5,7 @@
 //! [`pipeline`] wires them together on a bounded, ordered, multi-core path.
 
 pub mod conversation;
+pub mod decontam;
 pub mod dedup;
 pub mod encode;
 pub mod error;

@@ -1,4 +1,5 @@
-//! Near-duplicate detection (MinHash + LSH) and the word n-grams it shares with decontamination.
+//! Near-duplicate detection (MinHash + LSH), and the words and n-grams that decontamination
+//! reads the same way.
 //!
 //! A record's text (message contents, reasoning and tool calls; not tool definitions) is cut
 //! into words: lowercase runs of letters and digits, everything else a separator, as GPT-3's
@@ -32,12 +33,25 @@ pub struct Params {
 }
 
 impl Params {
+    /// The near-dedup settings of `prepare`'s settings.
+    pub fn of(s: &crate::options::Settings) -> Self {
+        Params::new(
+            s.near_dedup_ngram,
+            s.near_dedup_permutations,
+            s.near_dedup_bands,
+            s.near_dedup_threshold,
+        )
+    }
+
     /// `bands: None` takes datasketch's choice for the threshold: the bands and rows
     /// (`bands * rows <= permutations`) that minimize the equally weighted probabilities of a
     /// false positive and a false negative under the banding curve.
     pub fn new(ngram: usize, permutations: usize, bands: Option<usize>, threshold: f64) -> Self {
         let (bands, rows) = match bands {
-            Some(b) => (b, (permutations / b.max(1)).max(1)),
+            Some(b) => {
+                let b = b.clamp(1, permutations.max(1));
+                (b, permutations / b)
+            }
             None => optimal_bands(threshold, permutations),
         };
         Params {
@@ -236,7 +250,7 @@ impl MinHasher {
 
 /// Band hashes are already uniform: they index the maps as they are.
 #[derive(Debug, Default)]
-struct Identity(u64);
+pub(crate) struct Identity(u64);
 
 impl Hasher for Identity {
     fn finish(&self) -> u64 {
@@ -389,61 +403,6 @@ pub fn clusters<S: AsRef<str> + Sync>(texts: &[S], params: &Params) -> Vec<Clust
     out
 }
 
-/// The eval n-grams that decontamination looks for, each with the eval record it came from
-/// first (its file's index among the eval files and its line).
-#[derive(Debug, Default)]
-pub struct EvalNgrams {
-    pub n: usize,
-    seen: HashMap<u64, (u32, u64), BuildHasherDefault<Identity>>,
-}
-
-impl EvalNgrams {
-    pub fn new(n: usize) -> Self {
-        EvalNgrams {
-            n,
-            seen: HashMap::default(),
-        }
-    }
-
-    /// Adds the n-grams of one eval record; returns how many it had.
-    pub fn add(&mut self, words: &[u64], file: u32, line: u64) -> usize {
-        if words.len() < self.n {
-            return 0;
-        }
-        for w in words.windows(self.n) {
-            self.seen.entry(ngram_hash(w)).or_insert((file, line));
-        }
-        words.len() + 1 - self.n
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-
-    /// How many distinct eval n-grams `words` contains, and the eval record of the first one.
-    pub fn matches(&self, words: &[u64]) -> (usize, Option<(u32, u64)>) {
-        if words.len() < self.n || self.seen.is_empty() {
-            return (0, None);
-        }
-        let mut found: Vec<u64> = Vec::new();
-        let mut first = None;
-        for w in words.windows(self.n) {
-            let h = ngram_hash(w);
-            if let Some(&at) = self.seen.get(&h) {
-                first.get_or_insert(at);
-                found.push(h);
-            }
-        }
-        found.sort_unstable();
-        found.dedup();
-        (found.len(), first)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,22 +521,5 @@ mod tests {
         assert_eq!(one.len(), 37);
         assert!(one.iter().all(|c| c.kept < 37 && c.members.len() >= 9));
         assert_eq!(one, run(4));
-    }
-
-    #[test]
-    fn eval_ngrams_match_shared_thirteen_grams() {
-        let mut eval = EvalNgrams::new(13);
-        let mut q = Vec::new();
-        push_words(&words(20, "q"), &mut q);
-        assert_eq!(eval.add(&q, 0, 7), 8);
-        let mut short = Vec::new();
-        push_words("too short to count", &mut short);
-        assert_eq!(eval.add(&short, 0, 8), 0);
-        let mut train = Vec::new();
-        push_words(&format!("Intro. {} outro", words(14, "q")), &mut train);
-        assert_eq!(eval.matches(&train), (2, Some((0, 7))));
-        let mut clean = Vec::new();
-        push_words(&words(40, "z"), &mut clean);
-        assert_eq!(eval.matches(&clean), (0, None));
     }
 }

@@ -13,11 +13,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::conversation::Record;
+use crate::decontam::EvalNgrams;
 use crate::dedup::{fingerprint, Dedup};
 use crate::encode::{Encoded, Encoder};
 use crate::error::{Error, Result};
 use crate::formats::{normalize, Format, FormatOptions};
 use crate::manifest;
+use crate::neardup::{record_words, Index, MinHasher, Params, Signature, Verdict};
 use crate::options::{num_threads, LengthPolicy, PrepareOptions};
 use crate::reader::{read_input, RawKind, RawRecord, MAX_RECORD_BYTES};
 use crate::reject::{Reject, RejectCode};
@@ -59,11 +61,35 @@ struct Accepted {
     split: Split,
     encoded: Encoded,
     truncated: bool,
+    /// With near-dedup: the signature (none for a record without words) and the raw bytes, for
+    /// the reject should it be a near duplicate.
+    near: Option<(Option<Signature>, Vec<u8>)>,
 }
 
 struct Rejected {
     reject: Reject,
     bytes: Vec<u8>,
+    link: Link,
+}
+
+/// The other record a reject names: the kept one of a near duplicate, the evaluation record a
+/// contaminated one shares n-grams with.
+#[derive(Debug, Default, Serialize)]
+struct Link {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_line: Option<u64>,
+    /// The estimated Jaccard similarity to the kept record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    similarity: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_line: Option<u64>,
+    /// How many distinct evaluation n-grams the record shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_ngrams: Option<usize>,
 }
 
 /// Everything a worker needs, shared read-only across threads.
@@ -74,6 +100,8 @@ struct Engine {
     format_opts: FormatOptions,
     seed: u64,
     splitter: Splitter,
+    near: Option<MinHasher>,
+    eval: Option<EvalNgrams>,
     opts: PrepareOptions,
 }
 
@@ -112,7 +140,25 @@ pub fn prepare(
         }
     }
 
-    let inputs: Vec<PathBuf> = opts.inputs.iter().map(|i| i.origin.clone()).collect();
+    let near = opts
+        .settings
+        .near_dedup
+        .then(|| MinHasher::new(Params::of(&opts.settings)));
+    // Read before anything is claimed or written: a bad evaluation file stops the run here.
+    let eval = match opts.settings.decontaminate.is_empty() {
+        true => None,
+        false => Some(crate::decontam::load(
+            &opts.settings.decontaminate,
+            opts.settings.decontaminate_ngram,
+        )?),
+    };
+    // The evaluation files are inputs too: --out may not hold or replace one.
+    let inputs: Vec<PathBuf> = opts
+        .inputs
+        .iter()
+        .map(|i| i.origin.clone())
+        .chain(opts.settings.decontaminate.iter().cloned())
+        .collect();
     // Held until the artifact is published: a second prepare of this --out fails at once.
     let _claim = crate::output::claim(&opts.out_dir, &inputs, opts.force)?;
 
@@ -134,12 +180,14 @@ pub fn prepare(
             valid: 0.0,
             test: 0.0,
         },
+        near,
+        eval,
         opts,
     };
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
 
     let staging = StagingDir::new(&engine.opts.out_dir)?;
-    let mut sink = Sink::create(staging.path(), engine.opts.settings.dedup)?;
+    let mut sink = Sink::create(staging.path(), &engine)?;
     let mut prog = Progress::default();
     let mut chat_seen = 0u64;
     let mut chat_failed = 0u64;
@@ -314,8 +362,43 @@ fn located(
         outcome: outcome.map_err(|reject| Rejected {
             reject,
             bytes: raw.bytes.clone(),
+            link: Link::default(),
         }),
     }
+}
+
+/// The evaluation record a training record shares enough n-grams with, and how many it shares.
+fn contamination(engine: &Engine, words: &[u64]) -> Option<((u32, u64), usize)> {
+    let eval = engine.eval.as_ref()?;
+    let (shared, first) = eval.matches(words);
+    (shared >= engine.opts.settings.decontaminate_threshold)
+        .then_some(first.map(|at| (at, shared)))
+        .flatten()
+}
+
+fn contaminated(engine: &Engine, raw: &RawRecord, at: (u32, u64), shared: usize) -> Processed {
+    let settings = &engine.opts.settings;
+    let file = settings.decontaminate[at.0 as usize].display().to_string();
+    let mut p = located(
+        raw,
+        false,
+        Err(Reject::new(
+            RejectCode::Contaminated,
+            format!(
+                "shares {shared} {}-word n-gram(s) with the evaluation record {file}:{}",
+                settings.decontaminate_ngram, at.1
+            ),
+        )),
+    );
+    if let Err(r) = &mut p.outcome {
+        r.link = Link {
+            eval_file: Some(file),
+            eval_line: Some(at.1),
+            shared_ngrams: Some(shared),
+            ..Link::default()
+        };
+    }
+    p
 }
 
 /// Raw bytes beyond which a record cannot fit `--max-length` under the drop and error
@@ -394,6 +477,17 @@ fn process(engine: &Engine, raw: &RawRecord) -> Processed {
         Err(rej) => return located(raw, false, Err(rej)),
     };
     let is_chat = matches!(record, Record::Chat { .. });
+    let words = match engine.eval.is_some() || engine.near.is_some() {
+        true => record_words(&record),
+        false => Vec::new(),
+    };
+    if let Some((at, shared)) = contamination(engine, &words) {
+        return contaminated(engine, raw, at, shared);
+    }
+    let near = engine
+        .near
+        .as_ref()
+        .map(|h| (h.signature(&words), raw.bytes.clone()));
     let canonical = record.canonical_bytes();
     let fp = fingerprint(&canonical);
     let split = engine.splitter.assign(unit(&canonical, engine.seed));
@@ -418,6 +512,7 @@ fn process(engine: &Engine, raw: &RawRecord) -> Processed {
             split,
             encoded,
             truncated,
+            near,
         });
     located(raw, is_chat, outcome)
 }
@@ -466,25 +561,42 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
         }
         return Ok(Splitter { valid: v, test: t });
     }
+    // The records the main pass keeps, as far as it can be known before rendering: distinct,
+    // not near duplicates, not contaminated.
     let mut seen = std::collections::HashSet::new();
+    let mut near = engine.near.as_ref().map(|h| Index::new(h.params()));
     let mut units = Vec::new();
     for (i, input) in engine.opts.inputs.iter().enumerate() {
         let mut chunk = Vec::new();
         let mut flush = |chunk: &mut Vec<RawRecord>| {
-            let found: Vec<Option<(u128, f64)>> = chunk
+            type Found = (u128, f64, Option<Signature>);
+            let found: Vec<Option<Found>> = chunk
                 .par_iter()
                 .map(|raw| {
-                    parse(engine, raw).ok().map(|rec| {
-                        let c = rec.canonical_bytes();
-                        (fingerprint(&c), unit(&c, engine.seed))
-                    })
+                    let rec = parse(engine, raw).ok()?;
+                    let words = match engine.eval.is_some() || engine.near.is_some() {
+                        true => record_words(&rec),
+                        false => Vec::new(),
+                    };
+                    if contamination(engine, &words).is_some() {
+                        return None;
+                    }
+                    let sig = engine.near.as_ref().and_then(|h| h.signature(&words));
+                    let c = rec.canonical_bytes();
+                    Some((fingerprint(&c), unit(&c, engine.seed), sig))
                 })
                 .collect();
             chunk.clear();
-            for (fp, u) in found.into_iter().flatten() {
-                if !engine.opts.settings.dedup || seen.insert(fp) {
-                    units.push(u);
+            for (fp, u, sig) in found.into_iter().flatten() {
+                if engine.opts.settings.dedup && !seen.insert(fp) {
+                    continue;
                 }
+                if let (Some(index), Some(sig)) = (near.as_mut(), sig) {
+                    if matches!(index.offer(sig), Verdict::Duplicate { .. }) {
+                        continue;
+                    }
+                }
+                units.push(u);
             }
         };
         read_input(
@@ -517,6 +629,8 @@ struct Sink {
     reject_counts: BTreeMap<&'static str, u64>,
     dedup: Dedup,
     dedup_on: bool,
+    /// With near-dedup: the index, and where each record it kept was read.
+    near: Option<(Index, Vec<(u32, u64)>)>,
 }
 
 struct SplitWriter {
@@ -527,7 +641,7 @@ struct SplitWriter {
 }
 
 impl Sink {
-    fn create(dir: &Path, dedup_on: bool) -> Result<Self> {
+    fn create(dir: &Path, engine: &Engine) -> Result<Self> {
         let mut writers = BTreeMap::new();
         for split in Split::ALL {
             let name = split.as_str();
@@ -552,14 +666,22 @@ impl Sink {
             rejects_path,
             reject_counts: BTreeMap::new(),
             dedup: Dedup::default(),
-            dedup_on,
+            dedup_on: engine.opts.settings.dedup,
+            near: engine
+                .near
+                .as_ref()
+                .map(|h| (Index::new(h.params()), Vec::new())),
         })
     }
 
     fn take(&mut self, engine: &Engine, p: Processed) -> Result<()> {
         let file = &engine.opts.inputs[p.source as usize].origin;
         match p.outcome {
-            Err(Rejected { reject, bytes }) => {
+            Err(Rejected {
+                reject,
+                bytes,
+                link,
+            }) => {
                 if reject.code == RejectCode::TooLong
                     && engine.opts.settings.length_policy == LengthPolicy::Error
                 {
@@ -570,27 +692,34 @@ impl Sink {
                         reject.message
                     )));
                 }
-                *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
-                let (record, record_bytes) = record_excerpt(&bytes);
-                let entry = RejectLine {
-                    file: file.display().to_string(),
-                    line: p.line,
-                    offset: p.offset,
-                    code: reject.code.as_str(),
-                    message: &reject.message,
-                    record_truncated: record_bytes.map(|_| true),
-                    record_bytes,
-                    record,
-                };
-                serde_json::to_writer(&mut self.rejects, &entry)
-                    .map_err(|e| Error::io(&self.rejects_path, e.into()))?;
-                self.rejects
-                    .write_all(b"\n")
-                    .map_err(|e| Error::io(&self.rejects_path, e))?;
+                self.reject(file, (p.line, p.offset), &reject, &bytes, link)?;
             }
             Ok(a) => {
                 if self.dedup_on && !self.dedup.first(a.fp) {
                     return Ok(());
+                }
+                if let (Some((index, kept)), Some((Some(sig), bytes))) = (&mut self.near, a.near) {
+                    match index.offer(sig) {
+                        Verdict::Kept(_) => kept.push((p.source, p.line)),
+                        Verdict::Duplicate { of, similarity } => {
+                            let (source, line) = kept[of];
+                            let kept_file = engine.opts.inputs[source as usize].origin.display();
+                            let reject = Reject::new(
+                                RejectCode::NearDuplicate,
+                                format!(
+                                    "a near duplicate (estimated Jaccard similarity \
+                                     {similarity:.3}) of {kept_file}:{line}, which was kept"
+                                ),
+                            );
+                            let link = Link {
+                                kept_file: Some(kept_file.to_string()),
+                                kept_line: Some(line),
+                                similarity: Some(similarity),
+                                ..Link::default()
+                            };
+                            return self.reject(file, (p.line, p.offset), &reject, &bytes, link);
+                        }
+                    }
                 }
                 let w = self.writers.get_mut(&a.split).ok_or_else(|| {
                     Error::Internal(format!("no writer for split {}", a.split.as_str()))
@@ -603,6 +732,35 @@ impl Sink {
             }
         }
         Ok(())
+    }
+
+    /// Counts a reject and writes its line.
+    fn reject(
+        &mut self,
+        file: &Path,
+        (line, offset): (u64, u64),
+        reject: &Reject,
+        bytes: &[u8],
+        link: Link,
+    ) -> Result<()> {
+        *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
+        let (record, record_bytes) = record_excerpt(bytes);
+        let entry = RejectLine {
+            file: file.display().to_string(),
+            line,
+            offset,
+            code: reject.code.as_str(),
+            message: &reject.message,
+            link,
+            record_truncated: record_bytes.map(|_| true),
+            record_bytes,
+            record,
+        };
+        serde_json::to_writer(&mut self.rejects, &entry)
+            .map_err(|e| Error::io(&self.rejects_path, e.into()))?;
+        self.rejects
+            .write_all(b"\n")
+            .map_err(|e| Error::io(&self.rejects_path, e))
     }
 
     fn accepted(&self) -> u64 {
@@ -718,6 +876,8 @@ struct RejectLine<'a> {
     offset: u64,
     code: &'static str,
     message: &'a str,
+    #[serde(flatten)]
+    link: Link,
     /// `true` when `record` is an excerpt of the `record_bytes` the record has.
     #[serde(skip_serializing_if = "Option::is_none")]
     record_truncated: Option<bool>,
@@ -762,6 +922,7 @@ mod tests {
                 offset: 3,
                 code: "bad_json",
                 message: "m",
+                link: Link::default(),
                 record_truncated: record_bytes.map(|_| true),
                 record_bytes,
                 record,

@@ -37,6 +37,10 @@ pub enum RejectCode {
     TokenizerError,
     /// The chat template ran past its work budget on this record (a loop that does not end).
     TemplateBudget,
+    /// The record is a near duplicate (MinHash estimate) of an earlier record, which was kept.
+    NearDuplicate,
+    /// The record shares long n-grams with an evaluation file given to `--decontaminate`.
+    Contaminated,
 }
 
 impl RejectCode {
@@ -57,6 +61,8 @@ impl RejectCode {
             RejectCode::TooLong => "too_long",
             RejectCode::TokenizerError => "tokenizer_error",
             RejectCode::TemplateBudget => "template_budget",
+            RejectCode::NearDuplicate => "near_duplicate",
+            RejectCode::Contaminated => "contaminated",
         }
     }
 }
