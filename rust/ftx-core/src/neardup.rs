@@ -121,6 +121,17 @@ pub fn push_words(text: &str, out: &mut Vec<u64>) {
             word.clear();
         }
     };
+    if text.is_ascii() {
+        for &c in text.as_bytes() {
+            if c.is_ascii_alphanumeric() {
+                word.push(c.to_ascii_lowercase());
+            } else {
+                flush(&mut word);
+            }
+        }
+        flush(&mut word);
+        return;
+    }
     let mut buf = [0u8; 4];
     for c in text.chars() {
         if c.is_ascii() {
@@ -220,13 +231,23 @@ impl MinHasher {
             return None;
         }
         let n = self.params.ngram.clamp(1, words.len());
-        let mut values = vec![u32::MAX; self.params.permutations];
-        for window in words.windows(n) {
-            let x = ngram_hash(window);
-            for ((v, &a), &b) in values.iter_mut().zip(&self.a).zip(&self.b) {
-                let h = (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32;
-                *v = (*v).min(h);
+        let shingles: Vec<u64> = words.windows(n).map(ngram_hash).collect();
+        let mut values = Vec::with_capacity(self.params.permutations);
+        // A few hash functions at a time over all shingles: their constants and minima stay in
+        // registers and their multiplications are independent.
+        let (mut a, mut b) = (self.a.chunks_exact(LANES), self.b.chunks_exact(LANES));
+        for (a4, b4) in (&mut a).zip(&mut b) {
+            let mut mins = [u32::MAX; LANES];
+            for &x in &shingles {
+                for ((m, &a), &b) in mins.iter_mut().zip(a4).zip(b4) {
+                    *m = (*m).min(permute(a, b, x));
+                }
             }
+            values.extend_from_slice(&mins);
+        }
+        for (&a, &b) in a.remainder().iter().zip(b.remainder()) {
+            let min = shingles.iter().map(|&x| permute(a, b, x)).min();
+            values.push(min.unwrap_or(u32::MAX));
         }
         let rows = self.params.rows;
         let bands = (0..self.params.bands)
@@ -246,6 +267,15 @@ impl MinHasher {
         push_words(text, &mut words);
         self.signature(&words)
     }
+}
+
+/// Hash functions computed together in [`MinHasher::signature`].
+const LANES: usize = 4;
+
+/// One hash function of the family: the high 32 bits of `a·x + b` mod 2^64.
+#[inline(always)]
+fn permute(a: u64, b: u64, x: u64) -> u32 {
+    (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32
 }
 
 /// Band hashes are already uniform: they index the maps as they are.
@@ -280,7 +310,7 @@ pub enum Verdict {
 }
 
 /// The kept records' signatures and band buckets. Memory per kept record: its signature (4 bytes
-/// per permutation) and 8 bytes per band, about 0.6 KB at the defaults.
+/// per permutation) and about 16 bytes per band, about 0.7 KB at the defaults.
 #[derive(Debug)]
 pub struct Index {
     threshold: f64,

@@ -4,6 +4,7 @@ use ftx_core::neardup::{clusters, Params};
 use ftx_core::options::Settings;
 use ftx_core::Error;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 
 use crate::errors;
 
@@ -19,7 +20,8 @@ type Cluster = (usize, Vec<(usize, f64)>);
 #[pyo3(signature = (texts, *, ngram=5, permutations=128, bands=None, threshold=0.8, threads=None))]
 pub fn near_duplicates(
     py: Python<'_>,
-    texts: Vec<String>,
+    // The texts' own UTF-8, not copies.
+    texts: Vec<PyBackedStr>,
     ngram: usize,
     permutations: usize,
     bands: Option<usize>,
