@@ -208,7 +208,8 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (
         "max_reject_ratio",
         "ratio",
-        "Fail, publishing nothing, above this ratio of rejects.",
+        "Fail, publishing nothing, above this ratio of rejects (near duplicates and \
+         contaminated records not counted).",
     ),
 ];
 

@@ -232,7 +232,8 @@ pub fn prepare(
     })?;
 
     let total = prog.records;
-    let rejected = sink.rejected_total();
+    // Near duplicates and contaminated records were asked to be dropped: they are not bad data.
+    let rejected = sink.rejected_total() - sink.filtered();
     if let Some(max) = engine.opts.settings.max_reject_ratio {
         if total > 0 && rejected as f64 / total as f64 > max {
             let kept = sink.salvage_rejects(&engine.opts.out_dir);
@@ -367,13 +368,20 @@ fn located(
     }
 }
 
+/// The words of a record, when near-dedup or decontamination reads them.
+fn words(engine: &Engine, record: &Record) -> Vec<u64> {
+    match engine.eval.is_some() || engine.near.is_some() {
+        true => record_words(record),
+        false => Vec::new(),
+    }
+}
+
 /// The evaluation record a training record shares enough n-grams with, and how many it shares.
 fn contamination(engine: &Engine, words: &[u64]) -> Option<((u32, u64), usize)> {
-    let eval = engine.eval.as_ref()?;
-    let (shared, first) = eval.matches(words);
-    (shared >= engine.opts.settings.decontaminate_threshold)
-        .then_some(first.map(|at| (at, shared)))
-        .flatten()
+    let (shared, first) = engine.eval.as_ref()?.matches(words);
+    first
+        .filter(|_| shared >= engine.opts.settings.decontaminate_threshold)
+        .map(|at| (at, shared))
 }
 
 fn contaminated(engine: &Engine, raw: &RawRecord, at: (u32, u64), shared: usize) -> Processed {
@@ -477,10 +485,7 @@ fn process(engine: &Engine, raw: &RawRecord) -> Processed {
         Err(rej) => return located(raw, false, Err(rej)),
     };
     let is_chat = matches!(record, Record::Chat { .. });
-    let words = match engine.eval.is_some() || engine.near.is_some() {
-        true => record_words(&record),
-        false => Vec::new(),
-    };
+    let words = words(engine, &record);
     if let Some((at, shared)) = contamination(engine, &words) {
         return contaminated(engine, raw, at, shared);
     }
@@ -574,10 +579,7 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
                 .par_iter()
                 .map(|raw| {
                     let rec = parse(engine, raw).ok()?;
-                    let words = match engine.eval.is_some() || engine.near.is_some() {
-                        true => record_words(&rec),
-                        false => Vec::new(),
-                    };
+                    let words = words(engine, &rec);
                     if contamination(engine, &words).is_some() {
                         return None;
                     }
@@ -773,6 +775,14 @@ impl Sink {
 
     fn rejected_total(&self) -> u64 {
         self.reject_counts.values().sum()
+    }
+
+    /// The rejects of near-dedup and decontamination.
+    fn filtered(&self) -> u64 {
+        [RejectCode::NearDuplicate, RejectCode::Contaminated]
+            .iter()
+            .filter_map(|c| self.reject_counts.get(c.as_str()))
+            .sum()
     }
 
     fn reject_summary(&self) -> String {
