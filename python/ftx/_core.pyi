@@ -20,6 +20,7 @@ __all__ = [
     "expand_inputs",
     "file_digest",
     "format_names",
+    "near_duplicates",
     "normalize",
     "num_threads",
     "prepare",
@@ -208,14 +209,29 @@ class Setting:
     def name(self) -> str: ...
     @property
     def kind(self) -> str:
-        """``flag``, ``int``, ``ratio``, ``split``, ``choice`` or ``text``."""
+        """``flag``, ``int``, ``ratio``, ``split``, ``choice``, ``text`` or ``paths``."""
     @property
     def help(self) -> str: ...
     @property
     def choices(self) -> list[str]: ...
     @property
-    def default(self) -> bool | int | float | str | None:
-        """The default (``None``, ``True``, ``0``, ``"line"``)."""
+    def default(self) -> bool | int | float | str | list[str] | None:
+        """The default (``None``, ``True``, ``0``, ``"line"``, ``[]``)."""
+
+def near_duplicates(
+    texts: Sequence[str],
+    *,
+    ngram: int = 5,
+    permutations: int = 128,
+    bands: int | None = None,
+    threshold: float = 0.8,
+    threads: int | None = None,
+) -> list[tuple[int, list[tuple[int, float]]]]:
+    """The near-duplicate clusters of ``texts`` (prepare's ``--near-dedup`` on these texts, as
+    plain text records): ``(kept, [(member, estimated_jaccard), ...])`` by position in
+    ``texts``, the kept record the earliest of its cluster, clusters of one left out. The
+    settings are ``prepare``'s ``near_dedup_*`` ones and are checked as they are; ``threads``
+    defaults to ``FTX_NUM_THREADS``, else all cores, and never changes the result."""
 
 def prepare_settings() -> list[Setting]:
     """Every setting of ``prepare`` (what its flags, ``--config`` keys and keywords are made

@@ -26,6 +26,10 @@ def _setting_option(s: _core.Setting) -> Callable[[F], F]:
                 f"--no-{flag[2:]}", f"no_{s.name}", is_flag=True, default=None, help=text
             )
         return click.option(flag, s.name, is_flag=True, default=None, help=s.help)
+    if s.kind == "paths":
+        return click.option(
+            flag, s.name, type=click.Path(), multiple=True, default=None, help=s.help
+        )
     types: dict[str, Any] = {"int": click.INT, "ratio": click.FLOAT}
     kind = click.Choice(s.choices) if s.choices else types.get(s.kind, click.STRING)
     shown = "" if default is None else f"  [default: {default}]"
@@ -109,7 +113,7 @@ def command(
 
     run, settings = guarded(debug, lambda: _from_file(config_file)) if config_file else ({}, {})
     for key, value in flags.items():
-        if value is not None:  # given on the command line: it wins over the file
+        if value not in (None, ()):  # given on the command line: it wins over the file
             negated = key.startswith("no_")
             settings[key.removeprefix("no_")] = not value if negated else value
     given: dict[str, Any] = {

@@ -100,6 +100,14 @@ class PrepareSettings(TypedDict, total=False):
     columns: str | None
     text_unit: Literal["line", "file"]
     dedup: bool
+    near_dedup: bool
+    near_dedup_ngram: int
+    near_dedup_permutations: int
+    near_dedup_bands: int | None
+    near_dedup_threshold: float
+    decontaminate: Sequence[str | Path]
+    decontaminate_ngram: int
+    decontaminate_threshold: int
     valid: float | int | str
     test: float | int | str
     seed: int
@@ -163,7 +171,7 @@ def prepare(
         report = _core.prepare(
             triples,
             str(out),
-            json.dumps(dict(settings)),
+            json.dumps(dict(settings), default=str),
             model_dir=None if model is None else str(model),
             tokenizer=None if tokenizer is None else str(tokenizer),
             chat_template=chat_template,

@@ -5,6 +5,7 @@
 //! [`pipeline`] wires them together on a bounded, ordered, multi-core path.
 
 pub mod conversation;
+pub mod decontam;
 pub mod dedup;
 pub mod encode;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod formats;
 pub mod inspect;
 pub mod manifest;
 pub mod model;
+pub mod neardup;
 pub mod options;
 pub mod output;
 pub mod pipeline;

@@ -55,6 +55,10 @@ pub struct ProvenanceBody {
     pub ftx_version: String,
     pub artifact_version: u32,
     pub inputs: Vec<InputDigest>,
+    /// The `--decontaminate` files: what they hold decides which records are dropped. Left out
+    /// when there are none, so the keys of artifacts made without them stay as they were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub eval_files: Vec<InputDigest>,
     pub tokenizer: TokenizerDigest,
     pub template: Option<TemplateDigest>,
     pub options: Settings,
@@ -209,19 +213,23 @@ pub fn provenance(
     tokenizer_path: &Path,
     template: Option<&ChatTemplate>,
 ) -> Result<Provenance> {
-    let mut inputs = Vec::new();
-    for input in &opts.inputs {
-        let (size, sha256) = sha256_file(&input.origin)?;
-        inputs.push(InputDigest {
-            path: input.origin.display().to_string(),
-            size,
-            sha256,
-        });
-    }
+    let digests = |paths: &mut dyn Iterator<Item = &Path>| -> Result<Vec<InputDigest>> {
+        paths
+            .map(|path| {
+                let (size, sha256) = sha256_file(path)?;
+                Ok(InputDigest {
+                    path: path.display().to_string(),
+                    size,
+                    sha256,
+                })
+            })
+            .collect()
+    };
     let body = ProvenanceBody {
         ftx_version: crate::version().to_string(),
         artifact_version: ARTIFACT_VERSION,
-        inputs,
+        inputs: digests(&mut opts.inputs.iter().map(|i| i.origin.as_path()))?,
+        eval_files: digests(&mut opts.settings.decontaminate.iter().map(|p| p.as_path()))?,
         tokenizer: TokenizerDigest {
             path: tokenizer_path.display().to_string(),
             sha256: files.tokenizer_sha256.clone(),
@@ -342,6 +350,7 @@ mod tests {
                 size: 3,
                 sha256: "s".into(),
             }],
+            eval_files: Vec::new(),
             tokenizer: tokenizer(),
             template: Some(TemplateDigest { sha256: "x".into() }),
             options: Settings::default(),
@@ -408,6 +417,7 @@ mod tests {
                 ftx_version: "0.1.0".into(),
                 artifact_version: 1,
                 inputs: Vec::new(),
+                eval_files: Vec::new(),
                 tokenizer: tokenizer(),
                 template: None,
                 options: Settings::default(),

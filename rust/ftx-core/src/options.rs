@@ -45,6 +45,16 @@ pub struct Settings {
     pub columns: Option<String>,
     pub text_unit: TextUnit,
     pub dedup: bool,
+    pub near_dedup: bool,
+    pub near_dedup_ngram: usize,
+    pub near_dedup_permutations: usize,
+    /// `None`: the bands that suit the threshold (`neardup::optimal_bands`).
+    pub near_dedup_bands: Option<usize>,
+    pub near_dedup_threshold: f64,
+    /// Evaluation files whose long n-grams a training record must not share.
+    pub decontaminate: Vec<PathBuf>,
+    pub decontaminate_ngram: usize,
+    pub decontaminate_threshold: usize,
     #[serde(deserialize_with = "split_size")]
     pub valid: SplitSize,
     #[serde(deserialize_with = "split_size")]
@@ -64,6 +74,14 @@ impl Default for Settings {
             columns: None,
             text_unit: TextUnit::Line,
             dedup: true,
+            near_dedup: false,
+            near_dedup_ngram: 5,
+            near_dedup_permutations: 128,
+            near_dedup_bands: None,
+            near_dedup_threshold: 0.8,
+            decontaminate: Vec::new(),
+            decontaminate_ngram: 13,
+            decontaminate_threshold: 1,
             valid: SplitSize::Count(0),
             test: SplitSize::Count(0),
             seed: 0,
@@ -94,7 +112,8 @@ fn split_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SplitSize, D::Er
 }
 
 /// One setting as the CLI and the Python API present it; the kinds are `flag` (a bool), `int`,
-/// `ratio` (a float in [0, 1]), `split` (a ratio or a count), `choice` and `text`.
+/// `ratio` (a float in [0, 1]), `split` (a ratio or a count), `choice`, `text` and `paths` (a
+/// list of files; the flag is given once per file).
 #[derive(Debug, Clone, Serialize)]
 pub struct SettingInfo {
     pub name: &'static str,
@@ -127,6 +146,48 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Exact-duplicate removal (the first copy is kept).",
     ),
     (
+        "near_dedup",
+        "flag",
+        "Near-duplicate removal: MinHash LSH over word n-grams; the earliest record of a \
+         cluster is kept, the others rejected as near_duplicate.",
+    ),
+    (
+        "near_dedup_ngram",
+        "int",
+        "Words per shingle of near-dedup (lowercase letters and digits).",
+    ),
+    (
+        "near_dedup_permutations",
+        "int",
+        "MinHash permutations of near-dedup (signature values per record).",
+    ),
+    (
+        "near_dedup_bands",
+        "int",
+        "LSH bands of near-dedup (default: datasketch's choice for the threshold, 9 at 0.8).",
+    ),
+    (
+        "near_dedup_threshold",
+        "ratio",
+        "Estimated Jaccard similarity from which a record is a near duplicate.",
+    ),
+    (
+        "decontaminate",
+        "paths",
+        "Evaluation JSONL file(s): drop training records sharing long n-grams with them \
+         (repeat the flag for more files).",
+    ),
+    (
+        "decontaminate_ngram",
+        "int",
+        "Words per n-gram of decontamination (13, as GPT-3 and datatrove).",
+    ),
+    (
+        "decontaminate_threshold",
+        "int",
+        "Distinct eval n-grams a record must share to be rejected as contaminated.",
+    ),
+    (
         "valid",
         "split",
         "Validation split: a ratio (0.05) or a count (500).",
@@ -147,7 +208,8 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (
         "max_reject_ratio",
         "ratio",
-        "Fail, publishing nothing, above this ratio of rejects.",
+        "Fail, publishing nothing, above this ratio of rejects (near duplicates and \
+         contaminated records not counted).",
     ),
 ];
 
@@ -209,18 +271,52 @@ impl Settings {
         for (key, value) in keys {
             all[key.as_str()] = value.clone();
         }
-        serde_json::from_value(all).map_err(|e| {
+        let settings: Settings = serde_json::from_value(all).map_err(|e| {
             vec![Issue {
                 key: String::new(),
                 value: serde_json::Value::Null,
                 allowed: e.to_string(),
             }]
-        })
+        })?;
+        // The one rule between two keys: the bands must fit in the permutations given.
+        if let Some(allowed) = settings.range_problem("near_dedup_bands") {
+            return Err(vec![Issue {
+                key: "near_dedup_bands".into(),
+                value: keys.get("near_dedup_bands").cloned().unwrap_or_default(),
+                allowed,
+            }]);
+        }
+        Ok(settings)
     }
 
     fn range_problem(&self, key: &str) -> Option<String> {
         match key {
             "max_length" if self.max_length == Some(0) => Some("a token count, 1 or more".into()),
+            "near_dedup_ngram" | "decontaminate_ngram" | "decontaminate_threshold"
+                if self.near_dedup_ngram == 0
+                    || self.decontaminate_ngram == 0
+                    || self.decontaminate_threshold == 0 =>
+            {
+                Some("a whole number, 1 or more".into())
+            }
+            "near_dedup_permutations" if !(1..=1024).contains(&self.near_dedup_permutations) => {
+                Some("a number of permutations from 1 to 1024".into())
+            }
+            "near_dedup_bands"
+                if self
+                    .near_dedup_bands
+                    .is_some_and(|b| b == 0 || b > self.near_dedup_permutations) =>
+            {
+                Some(format!(
+                    "a number of bands from 1 to near_dedup_permutations ({})",
+                    self.near_dedup_permutations
+                ))
+            }
+            "near_dedup_threshold"
+                if !(self.near_dedup_threshold > 0.0 && self.near_dedup_threshold <= 1.0) =>
+            {
+                Some("a similarity above 0, at most 1".into())
+            }
             "max_reject_ratio"
                 if self
                     .max_reject_ratio

@@ -14,11 +14,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::conversation::{Record, Role};
+use crate::decontam::EvalNgrams;
 use crate::dedup::{fingerprint, Dedup};
 use crate::encode::{Encoded, Encoder, ModelFiles};
 use crate::error::{Error, Result};
 use crate::formats::{normalize, Format, FormatOptions};
 use crate::manifest;
+use crate::neardup::{record_words, Index, MinHasher, Params, Signature, Verdict};
 use crate::options::{num_threads, LengthPolicy, PrepareOptions};
 use crate::reader::{read_input, RawKind, RawRecord, MAX_RECORD_BYTES};
 use crate::reject::{Reject, RejectCode};
@@ -55,6 +57,28 @@ struct Processed {
     is_chat: bool,
     bytes: Vec<u8>,
     outcome: std::result::Result<Accepted, Reject>,
+    /// The other record a reject names, where it names one.
+    link: Link,
+}
+
+/// The other record a reject names: the kept one of a duplicate or near duplicate, the
+/// evaluation record a contaminated one shares n-grams with.
+#[derive(Debug, Default, Serialize)]
+struct Link {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_line: Option<u64>,
+    /// The estimated Jaccard similarity to the kept record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    similarity: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_line: Option<u64>,
+    /// How many distinct evaluation n-grams the record shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_ngrams: Option<usize>,
 }
 
 struct Accepted {
@@ -64,6 +88,8 @@ struct Accepted {
     truncated: bool,
     format: Format,
     turns: u64,
+    /// With near-dedup: the signature (none for a record without words).
+    near: Option<Option<Signature>>,
 }
 
 /// Everything a worker needs, shared read-only across threads.
@@ -74,6 +100,8 @@ struct Engine {
     format_opts: FormatOptions,
     seed: u64,
     splitter: Splitter,
+    near: Option<MinHasher>,
+    eval: Option<EvalNgrams>,
     opts: PrepareOptions,
 }
 
@@ -91,6 +119,18 @@ impl Engine {
                 None => Default::default(),
             },
         };
+        let near = opts
+            .settings
+            .near_dedup
+            .then(|| MinHasher::new(Params::of(&opts.settings)));
+        // Read before anything is claimed or written: a bad evaluation file stops the run here.
+        let eval = match opts.settings.decontaminate.is_empty() {
+            true => None,
+            false => Some(crate::decontam::load(
+                &opts.settings.decontaminate,
+                opts.settings.decontaminate_ngram,
+            )?),
+        };
         let engine = Engine {
             encoder,
             template,
@@ -101,6 +141,8 @@ impl Engine {
                 valid: 0.0,
                 test: 0.0,
             },
+            near,
+            eval,
             opts,
         };
         Ok((engine, files, tokenizer_path))
@@ -150,21 +192,20 @@ pub fn prepare(
         }
     }
 
+    // The evaluation files are inputs too: --out may not hold or replace one.
     let inputs: Vec<PathBuf> = engine
         .opts
         .inputs
         .iter()
         .map(|i| i.origin.clone())
+        .chain(engine.opts.settings.decontaminate.iter().cloned())
         .collect();
     // Held until the artifact is published: a second prepare of this --out fails at once.
     let _claim = crate::output::claim(&engine.opts.out_dir, &inputs, engine.opts.force)?;
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
 
     let staging = StagingDir::new(&engine.opts.out_dir)?;
-    let mut sink = Sink::new(
-        ArtifactStore::create(staging.path())?,
-        engine.opts.settings.dedup,
-    );
+    let mut sink = Sink::new(ArtifactStore::create(staging.path())?, &engine);
     let prog = run_pass(
         &engine, threads, cancel, &pool, &mut sink, started, progress, true,
     )
@@ -173,7 +214,8 @@ pub fn prepare(
     })?;
 
     let total = prog.records;
-    let rejected = sink.rejected_total();
+    // Near duplicates and contaminated records were asked to be dropped: they are not bad data.
+    let rejected = sink.rejected_total() - sink.filtered();
     if let Some(max) = engine.opts.settings.max_reject_ratio {
         if total > 0 && rejected as f64 / total as f64 > max {
             let kept = sink.salvage_rejects(&engine.opts.out_dir);
@@ -255,7 +297,7 @@ pub fn collect(
     let pool = worker_pool(threads)?;
     let (mut engine, _, _) = Engine::load(opts)?;
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
-    let mut sink = Sink::new(MemoryStore::default(), engine.opts.settings.dedup);
+    let mut sink = Sink::new(MemoryStore::default(), &engine);
     let prog = run_pass(
         &engine, threads, cancel, &pool, &mut sink, started, progress, false,
     )?;
@@ -425,6 +467,44 @@ fn located(
         is_chat,
         bytes: raw.bytes,
         outcome,
+        link: Link::default(),
+    }
+}
+
+/// The words of a record, when near-dedup or decontamination reads them.
+fn words(engine: &Engine, record: &Record) -> Vec<u64> {
+    match engine.eval.is_some() || engine.near.is_some() {
+        true => record_words(record),
+        false => Vec::new(),
+    }
+}
+
+/// The evaluation record a training record shares enough n-grams with, and how many it shares.
+fn contamination(engine: &Engine, words: &[u64]) -> Option<((u32, u64), usize)> {
+    let (shared, first) = engine.eval.as_ref()?.matches(words);
+    first
+        .filter(|_| shared >= engine.opts.settings.decontaminate_threshold)
+        .map(|at| (at, shared))
+}
+
+fn contaminated(engine: &Engine, raw: RawRecord, at: (u32, u64), shared: usize) -> Processed {
+    let settings = &engine.opts.settings;
+    let file = settings.decontaminate[at.0 as usize].display().to_string();
+    let reject = Reject::new(
+        RejectCode::Contaminated,
+        format!(
+            "shares {shared} {}-word n-gram(s) with the evaluation record {file}:{}",
+            settings.decontaminate_ngram, at.1
+        ),
+    );
+    Processed {
+        link: Link {
+            eval_file: Some(file),
+            eval_line: Some(at.1),
+            shared_ngrams: Some(shared),
+            ..Link::default()
+        },
+        ..located(raw, false, Err(reject))
     }
 }
 
@@ -514,6 +594,11 @@ fn process(engine: &Engine, raw: RawRecord) -> Processed {
             .count() as u64,
         Record::Text { .. } => 0,
     };
+    let words = words(engine, &record);
+    if let Some((at, shared)) = contamination(engine, &words) {
+        return contaminated(engine, raw, at, shared);
+    }
+    let near = engine.near.as_ref().map(|h| h.signature(&words));
     let canonical = record.canonical_bytes();
     let fp = fingerprint(&canonical);
     let split = engine.splitter.assign(unit(&canonical, engine.seed));
@@ -540,6 +625,7 @@ fn process(engine: &Engine, raw: RawRecord) -> Processed {
             truncated,
             format,
             turns,
+            near,
         });
     located(raw, is_chat, outcome)
 }
@@ -588,25 +674,39 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
         }
         return Ok(Splitter { valid: v, test: t });
     }
+    // The records the main pass keeps, as far as it can be known before rendering: distinct,
+    // not near duplicates, not contaminated.
     let mut seen = std::collections::HashSet::new();
+    let mut near = engine.near.as_ref().map(|h| Index::new(h.params()));
     let mut units = Vec::new();
     for (i, input) in engine.opts.inputs.iter().enumerate() {
         let mut chunk = Vec::new();
         let mut flush = |chunk: &mut Vec<RawRecord>| {
-            let found: Vec<Option<(u128, f64)>> = chunk
+            type Found = (u128, f64, Option<Signature>);
+            let found: Vec<Option<Found>> = chunk
                 .par_iter()
                 .map(|raw| {
-                    parse(engine, raw).ok().map(|(_, rec)| {
-                        let c = rec.canonical_bytes();
-                        (fingerprint(&c), unit(&c, engine.seed))
-                    })
+                    let (_, rec) = parse(engine, raw).ok()?;
+                    let words = words(engine, &rec);
+                    if contamination(engine, &words).is_some() {
+                        return None;
+                    }
+                    let sig = engine.near.as_ref().and_then(|h| h.signature(&words));
+                    let c = rec.canonical_bytes();
+                    Some((fingerprint(&c), unit(&c, engine.seed), sig))
                 })
                 .collect();
             chunk.clear();
-            for (fp, u) in found.into_iter().flatten() {
-                if !engine.opts.settings.dedup || seen.insert(fp) {
-                    units.push(u);
+            for (fp, u, sig) in found.into_iter().flatten() {
+                if engine.opts.settings.dedup && !seen.insert(fp) {
+                    continue;
                 }
+                if let (Some(index), Some(sig)) = (near.as_mut(), sig) {
+                    if matches!(index.offer(sig), Verdict::Duplicate { .. }) {
+                        continue;
+                    }
+                }
+                units.push(u);
             }
         };
         read_input(
@@ -647,10 +747,12 @@ struct Sink<S> {
     reject_counts: BTreeMap<&'static str, u64>,
     dedup: Dedup,
     dedup_on: bool,
+    /// With near-dedup: the index, and where each record it kept was read.
+    near: Option<(Index, Vec<(u32, u64)>)>,
 }
 
 impl<S: Store> Sink<S> {
-    fn new(store: S, dedup_on: bool) -> Self {
+    fn new(store: S, engine: &Engine) -> Self {
         Sink {
             store,
             stats: Split::ALL
@@ -659,14 +761,18 @@ impl<S: Store> Sink<S> {
                 .collect(),
             reject_counts: BTreeMap::new(),
             dedup: Dedup::default(),
-            dedup_on,
+            dedup_on: engine.opts.settings.dedup,
+            near: engine
+                .near
+                .as_ref()
+                .map(|h| (Index::new(h.params()), Vec::new())),
         }
     }
 
     fn take(&mut self, engine: &Engine, p: Processed) -> Result<()> {
         let inputs = &engine.opts.inputs;
         let file = &inputs[p.source as usize].origin;
-        let (reject, kept) = match p.outcome {
+        let (reject, link) = match p.outcome {
             Err(reject) => {
                 if reject.code == RejectCode::TooLong
                     && engine.opts.settings.length_policy == LengthPolicy::Error
@@ -679,7 +785,7 @@ impl<S: Store> Sink<S> {
                     )));
                 }
                 *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
-                (reject, None)
+                (reject, p.link)
             }
             Ok(a) => {
                 let first = match self.dedup_on {
@@ -694,22 +800,33 @@ impl<S: Store> Sink<S> {
                             RejectCode::Duplicate,
                             format!("an exact copy of the record at {kept}:{line}, which was kept"),
                         );
-                        (reject, Some((kept, line)))
+                        let link = Link {
+                            kept_file: Some(kept),
+                            kept_line: Some(line),
+                            ..Link::default()
+                        };
+                        (reject, link)
                     }
                     None => {
-                        let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
-                        let row = [
-                            u64::from(p.source),
-                            p.line,
-                            Format::ALL.iter().position(|&f| f == a.format).unwrap_or(0) as u64,
-                            a.turns,
-                        ];
-                        self.store
-                            .record(a.split, &a.encoded.ids, &a.encoded.mask, &row)?;
-                        if let Some(s) = self.stats.get_mut(&a.split) {
-                            s.add(a.encoded.ids.len(), trained, a.truncated);
+                        if let Some(near) = self.near_duplicate(engine, a.near, (p.source, p.line))
+                        {
+                            *self.reject_counts.entry(near.0.code.as_str()).or_default() += 1;
+                            near
+                        } else {
+                            let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
+                            let row = [
+                                u64::from(p.source),
+                                p.line,
+                                Format::ALL.iter().position(|&f| f == a.format).unwrap_or(0) as u64,
+                                a.turns,
+                            ];
+                            self.store
+                                .record(a.split, &a.encoded.ids, &a.encoded.mask, &row)?;
+                            if let Some(s) = self.stats.get_mut(&a.split) {
+                                s.add(a.encoded.ids.len(), trained, a.truncated);
+                            }
+                            return Ok(());
                         }
-                        return Ok(());
                     }
                 }
             }
@@ -721,12 +838,48 @@ impl<S: Store> Sink<S> {
             offset: p.offset,
             code: reject.code.as_str(),
             message: &reject.message,
-            kept_line: kept.as_ref().map(|k| k.1),
-            kept_file: kept.map(|k| k.0),
+            link,
             record_truncated: record_bytes.map(|_| true),
             record_bytes,
             record,
         })
+    }
+
+    /// With near-dedup, a record whose signature is close to one already kept: its reject and
+    /// the kept record it names. Otherwise the record is entered into the index as kept.
+    fn near_duplicate(
+        &mut self,
+        engine: &Engine,
+        near: Option<Option<Signature>>,
+        at: (u32, u64),
+    ) -> Option<(Reject, Link)> {
+        let ((index, kept), Some(Some(sig))) = (self.near.as_mut()?, near) else {
+            return None;
+        };
+        match index.offer(sig) {
+            Verdict::Kept(_) => {
+                kept.push(at);
+                None
+            }
+            Verdict::Duplicate { of, similarity } => {
+                let (source, line) = kept[of];
+                let kept_file = engine.opts.inputs[source as usize].origin.display();
+                let reject = Reject::new(
+                    RejectCode::NearDuplicate,
+                    format!(
+                        "a near duplicate (estimated Jaccard similarity {similarity:.3}) of \
+                         {kept_file}:{line}, which was kept"
+                    ),
+                );
+                let link = Link {
+                    kept_file: Some(kept_file.to_string()),
+                    kept_line: Some(line),
+                    similarity: Some(similarity),
+                    ..Link::default()
+                };
+                Some((reject, link))
+            }
+        }
     }
 
     fn accepted(&self) -> u64 {
@@ -739,6 +892,14 @@ impl<S: Store> Sink<S> {
 
     fn rejected_total(&self) -> u64 {
         self.reject_counts.values().sum()
+    }
+
+    /// The rejects of near-dedup and decontamination.
+    fn filtered(&self) -> u64 {
+        [RejectCode::NearDuplicate, RejectCode::Contaminated]
+            .iter()
+            .filter_map(|c| self.reject_counts.get(c.as_str()))
+            .sum()
     }
 
     fn reject_summary(&self) -> String {
@@ -983,11 +1144,8 @@ struct RejectLine<'a> {
     offset: u64,
     code: &'static str,
     message: &'a str,
-    /// For a duplicate, the record it copies, which was kept.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kept_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kept_line: Option<u64>,
+    #[serde(flatten)]
+    link: Link,
     /// `true` when `record` is an excerpt of the `record_bytes` the record has.
     #[serde(skip_serializing_if = "Option::is_none")]
     record_truncated: Option<bool>,
@@ -1032,8 +1190,7 @@ mod tests {
                 offset: 3,
                 code: "bad_json",
                 message: "m",
-                kept_file: None,
-                kept_line: None,
+                link: Link::default(),
                 record_truncated: record_bytes.map(|_| true),
                 record_bytes,
                 record,

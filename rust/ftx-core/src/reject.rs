@@ -39,6 +39,10 @@ pub enum RejectCode {
     TemplateBudget,
     /// The record is an exact copy (after normalization) of an earlier one, which was kept.
     Duplicate,
+    /// The record is a near duplicate (MinHash estimate) of an earlier record, which was kept.
+    NearDuplicate,
+    /// The record shares long n-grams with an evaluation file given to `--decontaminate`.
+    Contaminated,
 }
 
 impl RejectCode {
@@ -60,6 +64,8 @@ impl RejectCode {
             RejectCode::TokenizerError => "tokenizer_error",
             RejectCode::TemplateBudget => "template_budget",
             RejectCode::Duplicate => "duplicate",
+            RejectCode::NearDuplicate => "near_duplicate",
+            RejectCode::Contaminated => "contaminated",
         }
     }
 }

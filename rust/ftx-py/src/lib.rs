@@ -11,6 +11,7 @@ mod blas;
 mod convert;
 mod errors;
 mod inspect;
+mod neardup;
 mod prepare;
 mod preview;
 
@@ -50,6 +51,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(format_names, m)?)?;
     m.add_function(wrap_pyfunction!(blas::bind_blas, m)?)?;
     m.add_function(wrap_pyfunction!(blas::blas_target, m)?)?;
+    m.add_function(wrap_pyfunction!(neardup::near_duplicates, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::expand_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::prepare, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::builtin_templates, m)?)?;

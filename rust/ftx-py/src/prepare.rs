@@ -26,11 +26,11 @@ pub fn builtin_templates() -> Vec<&'static str> {
 #[pyclass(frozen, get_all, module = "ftx._core")]
 pub struct Setting {
     name: &'static str,
-    /// ``flag``, ``int``, ``ratio``, ``split``, ``choice`` or ``text``.
+    /// ``flag``, ``int``, ``ratio``, ``split``, ``choice``, ``text`` or ``paths``.
     kind: &'static str,
     help: &'static str,
     choices: Vec<&'static str>,
-    /// The default (``None``, ``True``, ``0``, ``"line"``).
+    /// The default (``None``, ``True``, ``0``, ``"line"``, ``[]``).
     default: Py<PyAny>,
 }
 
