@@ -13,9 +13,8 @@ import numpy.typing as npt
 from ftx.inspection.sources import Data
 
 # Reject codes whose lines name the record they copy (`kept_file`, `kept_line`): each kept
-# record and its copies are one cluster. `near_duplicate` joins when `prepare --near-dedup`
-# writes it.
-CLUSTER_CODES: tuple[str, ...] = ("duplicate",)
+# record and its copies (exact, or near with `--near-dedup`) are one cluster.
+CLUSTER_CODES: tuple[str, ...] = ("duplicate", "near_duplicate")
 PERCENTILES = (50, 90, 99)
 
 Columns = dict[str, npt.NDArray[Any]]
