@@ -29,10 +29,15 @@ dist/.built: $(SOURCES) | $(BIN)/python
 	$(BIN)/maturin build --release -o dist
 	touch $@
 
+# llama-cpp-python (dev) builds llama.cpp from its sdist: only the library, for any x86-64 CPU
+# (pip caches the wheel), in about 40 minutes on 2 busy cores the first time.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
 install: $(VENV)/.installed
 $(VENV)/.installed: dist/.built
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/ftx-*.whl
-	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[train,dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[train,dev]"
 	touch $@
 
 # Debian's chromium, for the run report's browser test and `ftx report --png`; installed only

@@ -140,9 +140,16 @@ def logits(model: Any) -> np.ndarray:
     return np.array(out.astype(mx.float32))[0]
 
 
-def write_gguf(name: str, weights: dict[str, np.ndarray], path: Path, qtype: str = "F32") -> Path:
+def write_gguf(
+    name: str,
+    weights: dict[str, np.ndarray],
+    path: Path,
+    qtype: str = "F32",
+    vocab: tuple[str, str] = ("gpt2", "gpt-2"),
+) -> Path:
     """``weights`` of the tiny ``name`` as llama.cpp's converter writes them, matrices as
-    ``qtype`` (F32, F16 or one the ``gguf`` package quantizes: Q8_0, Q4_0, Q5_0...)."""
+    ``qtype`` (F32, F16 or one the ``gguf`` package quantizes: Q8_0, Q4_0, Q5_0...), with a
+    byte-level vocabulary (``vocab``: tokenizer.ggml.model and .pre)."""
     import gguf
 
     config = CONFIGS[name]
@@ -150,7 +157,8 @@ def write_gguf(name: str, weights: dict[str, np.ndarray], path: Path, qtype: str
     names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
     t = gguf.GGMLQuantizationType[qtype]
     w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
-    w.add_name(f"tiny-{name}")
+    # not "tiny-phi3": llama.cpp gives Phi-3 vocabularies (by name) attributes of "</s>"
+    w.add_name("tiny")
     w.add_block_count(config["num_hidden_layers"])
     w.add_context_length(config["max_position_embeddings"])
     w.add_embedding_length(config["hidden_size"])
@@ -180,8 +188,8 @@ def write_gguf(name: str, weights: dict[str, np.ndarray], path: Path, qtype: str
         w.add_rope_freq_base_swa(config["rope_local_base_freq"])
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(config["rope_scaling"]["factor"])
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
+    w.add_tokenizer_model(vocab[0])
+    w.add_tokenizer_pre(vocab[1])
     w.add_token_list(TOKENS)
     w.add_token_types([1] * (len(TOKENS) - 3) + [3, 3, 3])
     w.add_token_merges(["Ġ t", "h e"])

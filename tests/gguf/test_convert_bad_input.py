@@ -3,6 +3,7 @@ nothing written: no output folder, no staging folder, an existing output folder 
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -84,6 +85,23 @@ def test_a_vocabulary_that_disagrees_with_the_embedding_is_named(tmp_path: Path)
     with pytest.raises(ftx.ConfigError, match=f"{n} tokens but token_embd.weight has 200 rows"):
         ftx.convert(src, tmp_path / "out")
     _only(tmp_path, "short.gguf")
+
+
+@pytest.mark.parametrize(
+    ("vocab", "error"),
+    [
+        (("bert", "default"), "tokenizer.ggml.model = 'bert'"),
+        (("gpt2", "no-such-pre"), "tokenizer.ggml.pre = 'no-such-pre' is not supported"),
+    ],
+)
+def test_a_vocabulary_ftx_cannot_rebuild_is_named(
+    vocab: tuple[str, str], error: str, tmp_path: Path
+) -> None:
+    src = write_gguf("llama", tiny_weights("llama"), tmp_path / "v.gguf", vocab=vocab)
+    with pytest.raises(ftx.ConfigError, match=re.escape(error)) as e:
+        ftx.convert(src, tmp_path / "out")
+    assert str(e.value).startswith(str(src))
+    _only(tmp_path, "v.gguf")
 
 
 def test_an_architecture_ftx_does_not_read_is_named(tmp_path: Path) -> None:

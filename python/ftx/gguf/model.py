@@ -91,8 +91,8 @@ class Architecture:
     permuted_qk: bool
     # llama.cpp stores Gemma's RMSNorm scale as 1 + weight (its norms multiply by the weight)
     norm_offset: float
-    # config.json keys beyond the common ones
-    extra: Callable[[_Keys, Mapping[str, _Module], dict[str, Any]], None]
+    # sets the config.json keys beyond the common ones (qwen3 has none)
+    extra: Callable[[_Keys, Mapping[str, _Module], dict[str, Any]], None] | None = None
     # tensors besides the modules' that hold RoPE factors
     rope_tensors: tuple[str, ...] = ()
 
@@ -151,11 +151,7 @@ def _qwen2(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> 
     _head_dim_is_hidden_over_heads(config)
 
 
-def _qwen3(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> None:
-    pass
-
-
-def _gemma_scale(k: _Keys, config: dict[str, Any], big_layers: int) -> float:
+def _gemma_scale(config: dict[str, Any], big_layers: int) -> float:
     # llama.cpp's (and gemma_pytorch's) query scale: by the head size, except for the 27B
     # models, which it knows by their layer count, scaled by hidden / heads.
     if config["num_hidden_layers"] == big_layers:
@@ -167,14 +163,14 @@ def _gemma2(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) ->
     # The defaults are llama.cpp's, for files that lack the keys.
     config["attn_logit_softcapping"] = k.float("attn_logit_softcapping", 50.0)
     config["final_logit_softcapping"] = k.float("final_logit_softcapping", 30.0)
-    config["query_pre_attn_scalar"] = _gemma_scale(k, config, 46)
+    config["query_pre_attn_scalar"] = _gemma_scale(config, 46)
     config["sliding_window"] = k.int("attention.sliding_window", 4096)
 
 
 def _gemma3(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> None:
     if k.get("final_logit_softcapping", 0.0):
         raise ConfigError("gemma3.final_logit_softcapping is set; mlx-lm's gemma3 has none")
-    config["query_pre_attn_scalar"] = _gemma_scale(k, config, 62)
+    config["query_pre_attn_scalar"] = _gemma_scale(config, 62)
     config["rope_local_base_freq"] = k.float("rope.freq_base_swa", 10000.0)
     window = k.get("attention.sliding_window", 0)
     if window:
@@ -223,7 +219,7 @@ def _phi3(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> N
 ARCHITECTURES = {
     "llama": Architecture("llama", "LlamaForCausalLM", True, 0.0, _llama, (_ROPE_FREQS,)),
     "qwen2": Architecture("qwen2", "Qwen2ForCausalLM", False, 0.0, _qwen2),
-    "qwen3": Architecture("qwen3", "Qwen3ForCausalLM", False, 0.0, _qwen3),
+    "qwen3": Architecture("qwen3", "Qwen3ForCausalLM", False, 0.0),
     "gemma2": Architecture("gemma2", "Gemma2ForCausalLM", False, 1.0, _gemma2),
     "gemma3": Architecture("gemma3_text", "Gemma3ForCausalLM", False, 1.0, _gemma3),
     "phi3": Architecture("phi3", "Phi3ForCausalLM", False, 0.0, _phi3, (_ROPE_LONG, _ROPE_SHORT)),
@@ -318,7 +314,8 @@ def to_mlx(
         raise ConfigError(f"tensors with no {name} counterpart: {', '.join(unknown[:5])}")
     keys = _Keys(meta, name)
     config = _common(keys, modules, arch)
-    arch.extra(keys, modules, config)
+    if arch.extra is not None:
+        arch.extra(keys, modules, config)
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     target = getattr(mx, dtype)
