@@ -136,3 +136,24 @@ def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path: Path, good
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(good) in lines[0] and "cut short" in lines[0], done.stderr
     _only(tmp_path, "tiny.gguf")
+
+
+def test_damaged_headers_are_config_errors_or_convert(tmp_path: Path, good: Path) -> None:
+    """Random bytes over the header (metadata, vocabulary, tensor table): every outcome is a
+    folder or a ConfigError naming the file, never another exception or a read past the end."""
+    data = good.read_bytes()
+    rng = np.random.default_rng(0)
+    refused = 0
+    for i in range(40):
+        damaged = bytearray(data)
+        for pos in rng.integers(0, 4096, size=int(rng.integers(1, 4))):
+            damaged[pos] = int(rng.integers(0, 256))
+        src = tmp_path / f"d{i}.gguf"
+        src.write_bytes(bytes(damaged))
+        try:
+            ftx.convert(src, tmp_path / f"out{i}")
+        except ftx.ConfigError as e:
+            assert str(e).startswith(str(src))
+            assert not (tmp_path / f"out{i}").exists()
+            refused += 1
+    assert refused > 0
