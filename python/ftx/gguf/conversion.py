@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ftx.errors import ConfigError
 from ftx.files import sha256_file
 from ftx.gguf import MANIFEST, ConvertReport
 from ftx.gguf.model import architecture, native_dtype, to_mlx
-from ftx.gguf.reader import read_gguf
+from ftx.gguf.reader import RawTensor, read_gguf
 from ftx.gguf.tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
 from ftx.staged_folder import staged_folder, write_json
 
@@ -45,14 +46,16 @@ def _convert(
     architecture(meta)
     vocab = GGUFVocab(meta)
 
-    dtype = dtype or default_dtype(file.tensors)
-    model = to_mlx(file.tensors, meta, dequantize=dequantize, dtype=dtype)
-    rows = model.config["vocab_size"]
-    if len(vocab.tokens) != rows:
+    embedding = file.tensors.get("token_embd.weight")
+    # before any tensor is dequantized
+    if embedding is not None and len(vocab.tokens) != embedding.shape[0]:
         raise ConfigError(
             f"the vocabulary (tokenizer.ggml.tokens) has {len(vocab.tokens):,} tokens but "
-            f"token_embd.weight has {rows:,} rows: the tokenizer and the weights disagree"
+            f"token_embd.weight has {embedding.shape[0]:,} rows: the tokenizer and the weights "
+            "disagree"
         )
+    dtype = dtype or default_dtype(file.tensors)
+    model = to_mlx(file.tensors, meta, dequantize=dequantize, dtype=dtype)
     model.config["bos_token_id"] = vocab.bos
     model.config["eos_token_id"] = vocab.end_of_turn_ids()
     manifest = {
@@ -89,7 +92,7 @@ def _convert(
     )
 
 
-def default_dtype(tensors: dict[str, Any]) -> str:
+def default_dtype(tensors: Mapping[str, RawTensor]) -> str:
     """float32 on the CPU, where MLX computes half precision in software (its quantized matmul
     with float16 scales runs ~30x slower than with float32 ones); else the file's precision."""
     if mx.default_device() == mx.cpu:
