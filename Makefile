@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: quickstart setup wheel install chromium tmux peft-venv lint fmt test test-rust test-python fuzz bench ci clean
+.PHONY: quickstart setup wheel install llamacpp chromium tmux peft-venv lint fmt test test-rust test-python fuzz bench ci clean
 
 quickstart: install
 	$(BIN)/ftx quickstart --out runs/quickstart
@@ -34,6 +34,14 @@ $(VENV)/.installed: dist/.built
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/ftx-*.whl
 	$(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[train,dev]"
 	touch $@
+
+# llama-cpp-python (the `llamacpp` extra) for the K-quant tests against llama.cpp itself: built
+# from its sdist, only the library, for any x86-64 CPU (pip caches the wheel), in about 40
+# minutes on 2 busy cores the first time; those tests skip without it.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+llamacpp: install
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q "$$(ls dist/ftx-*.whl)[llamacpp]"
 
 # Debian's chromium, for the run report's browser test and `ftx report --png`; installed only
 # when missing (as root, or through sudo).

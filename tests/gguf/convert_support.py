@@ -16,9 +16,9 @@ SEPARATOR = "\n__ggml_vocab_test__\n"
 def gguf_metadata(path: Path) -> dict[str, Any]:
     """Metadata as ``ftx.gguf`` reads it: through MLX, with arrays as Python values."""
     pytest.importorskip("mlx.core")
-    from ftx.gguf.conversion import read_gguf
+    from ftx.gguf.reader import read_gguf
 
-    return read_gguf(path)[1]
+    return read_gguf(path).meta
 
 
 def vocab_cases(name: str) -> list[tuple[str, list[int]]]:

@@ -68,6 +68,8 @@ def test_tokenizer_matches_llama_cpp_ids(name: str, vocab_files: dict[str, Path]
         got = tok.encode(text, add_special_tokens=False).ids
         if got != ids:
             wrong.append((text, ids, got))
+    # The count per vocabulary, for the report (pytest -s, or -rA).
+    print(f"{name}: {len(cases) - len(wrong)}/{len(cases)} llama.cpp test vectors matched")
     assert not wrong, f"{len(wrong)}/{len(cases)} differ, first: {wrong[0]!r}"
 
 

@@ -15,7 +15,9 @@ from ftx.report import err_console, out_console
 @click.command("convert")
 @click.argument("gguf", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Model folder.")
-@click.option("--dequantize", is_flag=True, help="Write float weights instead of Q4/Q8 blocks.")
+@click.option(
+    "--dequantize", is_flag=True, help="Write float weights instead of Q4_0/Q4_1/Q8_0 blocks."
+)
 @click.option(
     "--dtype",
     type=click.Choice(["float16", "bfloat16", "float32"]),
@@ -34,11 +36,11 @@ def command(
     quiet: bool,
     debug: bool,
 ) -> None:
-    """A GGUF model (llama architecture) in, an mlx-lm model folder out.
+    """A GGUF model (llama, qwen2, qwen3, gemma2, gemma3, phi3) in, an mlx-lm model folder out.
 
     The folder loads with mlx_lm.load and works as `ftx prepare --model`. Q4_0, Q4_1 and Q8_0
-    tensors stay quantized, without loss; the tokenizer is rebuilt from the GGUF vocabulary to
-    tokenize as llama.cpp does. Needs MLX.
+    tensors stay quantized, without loss; K-quants (Q4_K_M...) and Q5_0/Q5_1 are dequantized.
+    The tokenizer is rebuilt from the GGUF vocabulary to tokenize as llama.cpp does. Needs MLX.
     """
     from ftx.gguf import convert
 

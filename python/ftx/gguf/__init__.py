@@ -29,7 +29,7 @@ class ConvertReport:
     seconds: float
     architecture: str
     parameters: int
-    # tensor kind ("q4", "q8", "q4->f16", "f16", "f32") -> number of tensors
+    # tensor kind ("q4", "q8", "q4->f16", "q6_k->f32", "f16", "f32") -> number of tensors
     tensors: dict[str, int]
     quantization: dict[str, Any] | None
     vocab_size: int
@@ -46,10 +46,12 @@ def convert(
     dtype: str | None = None,
     force: bool = False,
 ) -> ConvertReport:
-    """Converts a llama-architecture GGUF file into an mlx-lm model folder at ``out``.
+    """Converts a GGUF file (llama, qwen2, qwen3, gemma2, gemma3 or phi3 architecture) into an
+    mlx-lm model folder at ``out``.
 
-    Q4_0, Q4_1 and Q8_0 tensors stay quantized (MLX reads those blocks losslessly) unless
-    ``dequantize`` is set; F16/BF16/F32 tensors are written as float. ``dtype`` (float16,
+    Q4_0, Q4_1 and Q8_0 tensors stay quantized (MLX's own format, repacked without loss) unless
+    ``dequantize`` is set; F16/BF16/F32 tensors are written as float, and so are Q5_0, Q5_1
+    and the K-quants, dequantized. ``dtype`` (float16,
     bfloat16, float32) is the type of the float tensors and of the quantization scales; by
     default float32 when MLX runs on the CPU, else the file's own precision. ``out`` must not
     exist unless ``force`` is set, in which case it is replaced.

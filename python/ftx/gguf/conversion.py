@@ -1,22 +1,27 @@
-"""The work of ``ftx convert`` once its face (``ftx.gguf``) has checked the paths: MLX reads the
-GGUF file, ``model`` maps its tensors, ``tokenizer`` its vocabulary, and the folder is written.
+"""The work of ``ftx convert`` once its face (``ftx.gguf``) has checked the paths: ``reader``
+reads the GGUF file, ``model`` maps its tensors, ``tokenizer`` its vocabulary, and the folder is
+written, then loaded by mlx-lm (lazily: names, shapes, config) before it replaces ``out``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ftx.runtime.mlx import mx
+
+from mlx_lm.utils import load_model
 
 from ftx import __version__
 from ftx.errors import ConfigError
 from ftx.files import sha256_file
 from ftx.gguf import MANIFEST, ConvertReport
-from ftx.gguf.model import native_dtype, to_mlx
+from ftx.gguf.model import architecture, native_dtype, to_mlx
+from ftx.gguf.reader import RawTensor, read_gguf
 from ftx.gguf.tokenizer import GGUFVocab, tokenizer_config, tokenizer_json
 from ftx.staged_folder import staged_folder, write_json
 
@@ -24,12 +29,33 @@ from ftx.staged_folder import staged_folder, write_json
 def convert(
     src: Path, dst: Path, dequantize: bool, dtype: str | None, force: bool, start: float
 ) -> ConvertReport:
-    """``ftx.gguf.convert`` after its checks."""
-    arrays, meta = read_gguf(src)
+    """``ftx.gguf.convert`` after its checks. Every ConfigError names ``src``."""
+    try:
+        return _convert(src, dst, dequantize, dtype, force, start)
+    except ConfigError as e:
+        if str(e).startswith(str(src)):
+            raise
+        raise ConfigError(f"{src}: {e}") from e
+
+
+def _convert(
+    src: Path, dst: Path, dequantize: bool, dtype: str | None, force: bool, start: float
+) -> ConvertReport:
+    file = read_gguf(src)
+    meta = file.meta
+    architecture(meta)
     vocab = GGUFVocab(meta)
 
-    dtype = dtype or default_dtype(arrays)
-    model = to_mlx(arrays, meta, dequantize=dequantize, dtype=dtype)
+    embedding = file.tensors.get("token_embd.weight")
+    # before any tensor is dequantized
+    if embedding is not None and len(vocab.tokens) != embedding.shape[0]:
+        raise ConfigError(
+            f"the vocabulary (tokenizer.ggml.tokens) has {len(vocab.tokens):,} tokens but "
+            f"token_embd.weight has {embedding.shape[0]:,} rows: the tokenizer and the weights "
+            "disagree"
+        )
+    dtype = dtype or default_dtype(file.tensors)
+    model = to_mlx(file.tensors, meta, dequantize=dequantize, dtype=dtype)
     model.config["bos_token_id"] = vocab.bos
     model.config["eos_token_id"] = vocab.end_of_turn_ids()
     manifest = {
@@ -66,33 +92,12 @@ def convert(
     )
 
 
-def default_dtype(arrays: dict[str, Any]) -> str:
+def default_dtype(tensors: Mapping[str, RawTensor]) -> str:
     """float32 on the CPU, where MLX computes half precision in software (its quantized matmul
     with float16 scales runs ~30x slower than with float32 ones); else the file's precision."""
     if mx.default_device() == mx.cpu:
         return "float32"
-    return native_dtype(arrays)
-
-
-def read_gguf(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The tensors and the metadata (as Python values) of a GGUF file, read by MLX."""
-    try:
-        loaded = mx.load(str(src), return_metadata=True)
-    except (RuntimeError, ValueError) as e:
-        raise ConfigError(
-            f"{src}: MLX cannot read this GGUF file ({e}); it reads F32, F16, BF16, Q4_0, Q4_1 "
-            "and Q8_0 tensors, so requantize K-quants first (llama-quantize "
-            "--allow-requantize IN OUT Q8_0)"
-        ) from e
-    arrays, meta = cast("tuple[dict[str, Any], dict[str, Any]]", loaded)
-    return arrays, {k: _plain(v) for k, v in meta.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Metadata as Python values: MLX hands numbers and numeric arrays back as ``mx.array``."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value
+    return native_dtype(tensors)
 
 
 def _write_folder(
@@ -108,6 +113,13 @@ def _write_folder(
         write_json(tmp / "config.json", config)
         write_json(tmp / "tokenizer.json", tokenizer_json(meta), indent=None)
         write_json(tmp / "tokenizer_config.json", tokenizer_config(meta))
+        try:
+            # mlx-lm's own loader, lazily: every name, shape and config key it needs, no compute
+            load_model(tmp, lazy=True)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                f"the converted weights do not fit mlx-lm's {config['model_type']} model: {e}"
+            ) from e
         manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         write_json(tmp / MANIFEST, manifest)
         written = sum(p.stat().st_size for p in tmp.iterdir())

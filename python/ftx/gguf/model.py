@@ -1,15 +1,19 @@
-"""GGUF tensors as mlx-lm weights and ``config.json``, for the llama architecture.
+"""GGUF tensors as mlx-lm weights and ``config.json``, one entry of ``ARCHITECTURES`` per
+``general.architecture``.
 
-MLX reads GGUF's Q4_0, Q4_1 and Q8_0 blocks as its own affine-quantized arrays (a packed
-``weight`` plus ``scales`` and ``biases`` per 32 values), so quantized tensors are copied as
-they are: no dequantize-requantize round trip, no loss.
+Each architecture undoes what llama.cpp's ``convert_hf_to_gguf.py`` did to the Hugging Face
+weights: its tensor names (``names``), the Q/K row order of llama's interleaved RoPE (llama and
+mistral only: the others run llama.cpp's NEOX RoPE on rows as they are), Gemma's RMSNorm
+weights stored as ``1 + weight``; and reads back the ``config.json`` keys it wrote as
+``{arch}.*`` metadata. Q4_0, Q4_1 and Q8_0 tensors stay quantized (``reader``); the rest are
+written as float.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,43 +23,23 @@ import numpy as np
 
 from ftx.errors import ConfigError
 from ftx.gguf.names import hf_module, unpermute_qk
-
-# Every GGUF block type that MLX reads natively holds 32 values per block.
-GROUP_SIZE = 32
+from ftx.gguf.reader import FLOATS, GROUP_SIZE, Q, RawTensor
 
 # The float types a converted model can be written in -> short names for reports.
 DTYPES = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
-# Precomputed RoPE frequency factors: folded into config.json's rope_scaling instead.
-_ROPE_FREQS = "rope_freqs"
+_SHORT = {Q.F32: "f32", Q.F16: "f16", Q.BF16: "bf16"}
+# RoPE frequency factors llama.cpp stores as tensors: folded into config.json's rope_scaling.
+_ROPE_FREQS = "rope_freqs"  # Llama 3.1
+_ROPE_LONG, _ROPE_SHORT = "rope_factors_long", "rope_factors_short"  # Phi-3 LongRoPE
+_MISSING = object()
 
 
-@dataclass
-class _Tensor:
-    """One module's parameters as MLX loaded them from the GGUF file."""
+@dataclass(frozen=True)
+class _Module:
+    """One module's tensors as the GGUF file holds them."""
 
-    weight: mx.array
-    # (scales, biases) of a quantized weight, one pair per 32 values of a row
-    quant: tuple[mx.array, mx.array] | None = None
-    bias: mx.array | None = None
-
-    def unpermute(self, heads: int) -> _Tensor:
-        """Undoes llama.cpp's reordering of Q/K rows for its interleaved RoPE."""
-        quant = None
-        if self.quant is not None:
-            quant = (unpermute_qk(self.quant[0], heads), unpermute_qk(self.quant[1], heads))
-        bias = None if self.bias is None else unpermute_qk(self.bias, heads)
-        return _Tensor(unpermute_qk(self.weight, heads), quant, bias)
-
-    @property
-    def bits(self) -> int | None:
-        if self.quant is None:
-            return None
-        return self.weight.shape[-1] * 32 // (self.quant[0].shape[-1] * GROUP_SIZE)
-
-    @property
-    def size(self) -> int:
-        cols = self.weight.shape[-1] if self.quant is None else self.quant[0].shape[-1] * GROUP_SIZE
-        return math.prod(self.weight.shape[:-1]) * cols
+    weight: RawTensor
+    bias: RawTensor | None = None
 
 
 @dataclass
@@ -65,61 +49,33 @@ class MLXModel:
     weights: dict[str, mx.array]
     config: dict[str, Any]
     parameters: int
-    # "q4", "q8" (kept quantized), "q4->f16" (dequantized), "f16", "f32" -> number of tensors
+    # "q4", "q8" (kept quantized), "q4->f32", "q6_k->f32" (dequantized), "f16", "f32" -> count
     tensor_kinds: dict[str, int]
 
 
-def _group(arrays: Mapping[str, mx.array]) -> dict[str, _Tensor]:
-    parts: dict[str, dict[str, mx.array]] = {}
-    for name, array in arrays.items():
-        base, _, kind = name.rpartition(".")
-        if kind not in ("weight", "scales", "biases", "bias"):
-            base, kind = name, "weight"
-        parts.setdefault(base, {})[kind] = array
-    out = {}
-    for base, p in parts.items():
-        if "weight" not in p or ("scales" in p) != ("biases" in p):
-            raise ConfigError(f"tensor {base!r} comes as {sorted(p)}, which is not a weight")
-        quant = (p["scales"], p["biases"]) if "scales" in p else None
-        out[base] = _Tensor(p["weight"], quant, p.get("bias"))
-    return out
+class _Keys:
+    """The ``{arch}.*`` metadata keys of one file."""
 
+    def __init__(self, meta: Mapping[str, Any], arch: str) -> None:
+        self.meta, self.arch = meta, arch
 
-def llama_config(meta: Mapping[str, Any], tensors: Mapping[str, _Tensor]) -> dict[str, Any]:
-    def key(name: str, default: Any = None) -> Any:
-        value = meta.get(f"llama.{name}", default)
-        if value is None:
-            raise ConfigError(f"GGUF metadata key llama.{name} is missing")
+    def get(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.meta.get(f"{self.arch}.{name}", default)
+        if value is _MISSING:
+            raise ConfigError(f"GGUF metadata key {self.arch}.{name} is missing")
         return value
 
-    if meta.get("llama.expert_count"):
-        raise ConfigError("mixture-of-experts llama models (llama.expert_count) are not supported")
-    hidden, heads = int(key("embedding_length")), int(key("attention.head_count"))
-    head_dim = int(key("attention.key_length", hidden // heads))
-    if int(key("rope.dimension_count", head_dim)) != head_dim:
-        raise ConfigError("llama.rope.dimension_count differs from the head size (partial RoPE)")
-    theta = _f32(key("rope.freq_base", 10000.0))
-    config: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": hidden,
-        "num_hidden_layers": int(key("block_count")),
-        "intermediate_size": int(key("feed_forward_length")),
-        "num_attention_heads": heads,
-        "num_key_value_heads": int(key("attention.head_count_kv", heads)),
-        "head_dim": head_dim,
-        "rms_norm_eps": _f32(key("attention.layer_norm_rms_epsilon")),
-        "rope_theta": theta,
-        "max_position_embeddings": int(key("context_length", 4096)),
-        "vocab_size": tensors["token_embd"].weight.shape[0],
-        "tie_word_embeddings": "output" not in tensors,
-        "attention_bias": tensors["blk.0.attn_q"].bias is not None,
-        "mlp_bias": False,
-    }
-    scaling = _rope_scaling(meta, tensors, theta, head_dim)
-    if scaling is not None:
-        config["rope_scaling"] = scaling
-    return config
+    def int(self, name: str, default: Any = _MISSING) -> int:
+        value = self.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(
+                f"GGUF metadata key {self.arch}.{name} = {value!r}: one whole number is needed "
+                "(per-layer values are not supported)"
+            )
+        return value
+
+    def float(self, name: str, default: Any = _MISSING) -> float:
+        return _f32(self.get(name, default))
 
 
 def _f32(value: Any) -> float:
@@ -127,18 +83,151 @@ def _f32(value: Any) -> float:
     return float(str(np.float32(value)))
 
 
-def _rope_scaling(
-    meta: Mapping[str, Any], tensors: Mapping[str, _Tensor], theta: float, head_dim: int
-) -> dict[str, Any] | None:
-    kind = meta.get("llama.rope.scaling.type", "none")
-    if _ROPE_FREQS in tensors:
-        factors = cast("list[float]", tensors[_ROPE_FREQS].weight.tolist())
-        return _llama3_scaling(factors, theta, head_dim)
-    if kind in ("none", None):
-        return None
+@dataclass(frozen=True)
+class Architecture:
+    model_type: str
+    hf_class: str
+    # llama.cpp reorders Q/K rows per head for its interleaved (non-NEOX) RoPE
+    permuted_qk: bool
+    # llama.cpp stores Gemma's RMSNorm scale as 1 + weight (its norms multiply by the weight)
+    norm_offset: float
+    # sets the config.json keys beyond the common ones (qwen3 has none)
+    extra: Callable[[_Keys, Mapping[str, _Module], dict[str, Any]], None] | None = None
+    # tensors besides the modules' that hold RoPE factors
+    rope_tensors: tuple[str, ...] = ()
+
+
+def _common(k: _Keys, modules: Mapping[str, _Module], arch: Architecture) -> dict[str, Any]:
+    if k.get("expert_count", 0):
+        raise ConfigError(f"mixture-of-experts models ({k.arch}.expert_count) are not supported")
+    hidden, heads = k.int("embedding_length"), k.int("attention.head_count")
+    head_dim = k.int("attention.key_length", hidden // heads)
+    if k.int("attention.value_length", head_dim) != head_dim:
+        raise ConfigError(f"{k.arch}.attention.value_length differs from the key length")
+    if "token_embd" not in modules:
+        raise ConfigError("the file has no token_embd.weight tensor")
+    config: dict[str, Any] = {
+        "architectures": [arch.hf_class],
+        "model_type": arch.model_type,
+        "hidden_size": hidden,
+        "num_hidden_layers": k.int("block_count"),
+        "intermediate_size": k.int("feed_forward_length"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": k.int("attention.head_count_kv", heads),
+        "head_dim": head_dim,
+        "rms_norm_eps": k.float("attention.layer_norm_rms_epsilon"),
+        "rope_theta": k.float("rope.freq_base", 10000.0),
+        "max_position_embeddings": k.int("context_length", 4096),
+        "vocab_size": modules["token_embd"].weight.shape[0],
+        "tie_word_embeddings": "output" not in modules,
+    }
+    if arch.model_type != "phi3" and k.int("rope.dimension_count", head_dim) != head_dim:
+        raise ConfigError(f"{k.arch}.rope.dimension_count differs from the head size")
+    kind = k.get("rope.scaling.type", "none")
     if kind == "linear":
-        return {"type": "linear", "factor": _f32(meta["llama.rope.scaling.factor"])}
-    raise ConfigError(f"llama.rope.scaling.type = {kind!r} is not supported (only linear)")
+        config["rope_scaling"] = {"type": "linear", "factor": k.float("rope.scaling.factor")}
+    elif kind not in ("none", None) and not (kind == "longrope" and arch.model_type == "phi3"):
+        raise ConfigError(f"{k.arch}.rope.scaling.type = {kind!r} is not supported (only linear)")
+    return config
+
+
+def _head_dim_is_hidden_over_heads(config: dict[str, Any]) -> None:
+    if config["head_dim"] * config["num_attention_heads"] != config["hidden_size"]:
+        raise ConfigError(
+            f"{config['model_type']}: attention.key_length is not embedding_length / head_count"
+        )
+
+
+def _llama(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> None:
+    config["attention_bias"] = modules["blk.0.attn_q"].bias is not None
+    config["mlp_bias"] = False
+    if _ROPE_FREQS in modules:
+        config["rope_scaling"] = _llama3_scaling(
+            _values(modules[_ROPE_FREQS]), config["rope_theta"], config["head_dim"]
+        )
+
+
+def _qwen2(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> None:
+    _head_dim_is_hidden_over_heads(config)
+
+
+def _gemma_scale(config: dict[str, Any], big_layers: int) -> float:
+    # llama.cpp's (and gemma_pytorch's) query scale: by the head size, except for the 27B
+    # models, which it knows by their layer count, scaled by hidden / heads.
+    if config["num_hidden_layers"] == big_layers:
+        return float(config["hidden_size"] // config["num_attention_heads"])
+    return float(config["head_dim"])
+
+
+def _gemma2(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> None:
+    # The defaults are llama.cpp's, for files that lack the keys.
+    config["attn_logit_softcapping"] = k.float("attn_logit_softcapping", 50.0)
+    config["final_logit_softcapping"] = k.float("final_logit_softcapping", 30.0)
+    config["query_pre_attn_scalar"] = _gemma_scale(config, 46)
+    config["sliding_window"] = k.int("attention.sliding_window", 4096)
+
+
+def _gemma3(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> None:
+    if k.get("final_logit_softcapping", 0.0):
+        raise ConfigError("gemma3.final_logit_softcapping is set; mlx-lm's gemma3 has none")
+    config["query_pre_attn_scalar"] = _gemma_scale(config, 62)
+    config["rope_local_base_freq"] = k.float("rope.freq_base_swa", 10000.0)
+    window = k.get("attention.sliding_window", 0)
+    if window:
+        config["sliding_window"] = int(window)
+        config["sliding_window_pattern"] = _period(
+            k.get("attention.sliding_window_pattern", 6), config["num_hidden_layers"]
+        )
+    else:
+        config["sliding_window_pattern"] = 1  # no sliding-window layers
+
+
+def _period(pattern: Any, layers: int) -> int:
+    """mlx-lm's sliding_window_pattern: every ``p``-th layer attends globally, the rest slide.
+
+    llama.cpp's is that number (6 unless stored; 0: all slide) or one flag per layer.
+    """
+    if isinstance(pattern, int) and not isinstance(pattern, bool):
+        return pattern or layers + 1
+    flags = list(pattern) if isinstance(pattern, list) else []
+    for p in range(1, layers + 2):
+        if len(flags) == layers and all(bool(f) == ((i + 1) % p != 0) for i, f in enumerate(flags)):
+            return p
+    raise ConfigError(
+        f"gemma3.attention.sliding_window_pattern = {pattern!r} is not every n-th layer global"
+    )
+
+
+def _phi3(k: _Keys, modules: Mapping[str, _Module], config: dict[str, Any]) -> None:
+    _head_dim_is_hidden_over_heads(config)
+    config["partial_rotary_factor"] = (
+        k.int("rope.dimension_count", config["head_dim"]) / config["head_dim"]
+    )
+    config["original_max_position_embeddings"] = k.int(
+        "rope.scaling.original_context_length", config["max_position_embeddings"]
+    )
+    if (_ROPE_LONG in modules) != (_ROPE_SHORT in modules):
+        raise ConfigError(f"only one of {_ROPE_LONG} and {_ROPE_SHORT} is in the file")
+    if _ROPE_LONG in modules:
+        config["rope_scaling"] = {
+            "type": "longrope",
+            "long_factor": _values(modules[_ROPE_LONG]),
+            "short_factor": _values(modules[_ROPE_SHORT]),
+        }
+
+
+ARCHITECTURES = {
+    "llama": Architecture("llama", "LlamaForCausalLM", True, 0.0, _llama, (_ROPE_FREQS,)),
+    "qwen2": Architecture("qwen2", "Qwen2ForCausalLM", False, 0.0, _qwen2),
+    "qwen3": Architecture("qwen3", "Qwen3ForCausalLM", False, 0.0),
+    "gemma2": Architecture("gemma2", "Gemma2ForCausalLM", False, 1.0, _gemma2),
+    "gemma3": Architecture("gemma3_text", "Gemma3ForCausalLM", False, 1.0, _gemma3),
+    "phi3": Architecture("phi3", "Phi3ForCausalLM", False, 0.0, _phi3, (_ROPE_LONG, _ROPE_SHORT)),
+}
+
+
+def _values(m: _Module) -> list[float]:
+    return cast("list[float]", m.weight.floats(mx.float32).tolist())
 
 
 def _llama3_scaling(factors: list[float], theta: float, head_dim: int) -> dict[str, Any]:
@@ -170,33 +259,63 @@ def _llama3_scaling(factors: list[float], theta: float, head_dim: int) -> dict[s
     return params
 
 
-def native_dtype(arrays: Mapping[str, mx.array]) -> str:
-    """The precision of a file's matrices: float32 if all are, else float16.
+def _group(tensors: Mapping[str, RawTensor]) -> dict[str, _Module]:
+    parts: dict[str, dict[str, RawTensor]] = {}
+    for name, t in tensors.items():
+        base, _, kind = name.rpartition(".")
+        if kind not in ("weight", "bias"):
+            raise ConfigError(f"tensor {name} is neither a weight nor a bias")
+        parts.setdefault(base, {})[kind] = t
+    out = {}
+    for base, p in parts.items():
+        if "weight" not in p:
+            raise ConfigError(f"tensor {base}.bias has no {base}.weight")
+        out[base] = _Module(p["weight"], p.get("bias"))
+    return out
+
+
+def native_dtype(tensors: Mapping[str, RawTensor]) -> str:
+    """The precision of a file's matrices: float32 if all float ones are, else float16.
 
     Norms are float32 in every GGUF file, so only 2-D float tensors count; quantized blocks
     carry float16 scales.
     """
-    tensors = _group(arrays)
-    floats = [t.weight.dtype for t in tensors.values() if t.quant is None and t.weight.ndim == 2]
-    return "float32" if floats and all(d == mx.float32 for d in floats) else "float16"
+    floats = [t.type for t in tensors.values() if t.type in FLOATS and len(t.shape) == 2]
+    return "float32" if floats and all(t == Q.F32 for t in floats) else "float16"
+
+
+def architecture(meta: Mapping[str, Any]) -> Architecture:
+    arch = meta.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ConfigError(
+            f"general.architecture = {arch!r} is not supported; ftx convert reads "
+            + ", ".join(ARCHITECTURES)
+            + " (mistral files are llama)"
+        )
+    return ARCHITECTURES[arch]
 
 
 def to_mlx(
-    arrays: Mapping[str, mx.array], meta: Mapping[str, Any], dequantize: bool, dtype: str
+    tensors: Mapping[str, RawTensor], meta: Mapping[str, Any], dequantize: bool, dtype: str
 ) -> MLXModel:
-    """Renames, un-permutes and (optionally) dequantizes the tensors of a llama GGUF file.
+    """Renames, un-permutes, un-shifts and (where need be) dequantizes the tensors of a GGUF
+    file of one of ``ARCHITECTURES``.
 
     ``dtype`` (float16, bfloat16 or float32) is that of every float tensor written, including
     the scales and biases of quantized ones.
     """
-    arch = meta.get("general.architecture")
-    if arch != "llama":
-        raise ConfigError(f"general.architecture = {arch!r}: only 'llama' models can be converted")
-    tensors = _group(arrays)
-    unknown = sorted(n for n in tensors if n != _ROPE_FREQS and hf_module(n) is None)
+    name = str(meta.get("general.architecture"))
+    arch = architecture(meta)
+    modules = _group(tensors)
+    unknown = sorted(
+        n for n in modules if n not in arch.rope_tensors and hf_module(n, name) is None
+    )
     if unknown:
-        raise ConfigError(f"tensors with no llama counterpart: {', '.join(unknown[:5])}")
-    config = llama_config(meta, tensors)
+        raise ConfigError(f"tensors with no {name} counterpart: {', '.join(unknown[:5])}")
+    keys = _Keys(meta, name)
+    config = _common(keys, modules, arch)
+    if arch.extra is not None:
+        arch.extra(keys, modules, config)
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     target = getattr(mx, dtype)
@@ -204,35 +323,44 @@ def to_mlx(
     bits: dict[str, int] = {}
     kinds: Counter[str] = Counter()
     parameters = 0
-    for name, t in tensors.items():
-        if name == _ROPE_FREQS:
+    for gname, m in modules.items():
+        if gname in arch.rope_tensors:
             continue
-        path = hf_module(name)
+        path = hf_module(gname, name)
         assert path is not None
-        parameters += t.size
-        if name.endswith(("attn_q", "attn_k")):
-            heads = config["num_attention_heads" if name.endswith("q") else "num_key_value_heads"]
-            t = t.unpermute(heads)
-        if t.bias is not None:
-            weights[f"{path}.bias"] = t.bias.astype(target)
-        b = t.bits
-        if t.quant is None:
-            kinds[DTYPES[str(t.weight.dtype).rpartition(".")[2]]] += 1
-            weights[f"{path}.weight"] = t.weight.astype(target)
-        elif dequantize:
-            kinds[f"q{b}->{DTYPES[dtype]}"] += 1
-            # In float32 whatever the target: float16 scale * value products round, and
-            # the result must equal what the quantized matmul computes.
-            scales, biases = (q.astype(mx.float32) for q in t.quant)
-            full = mx.dequantize(t.weight, scales, biases, group_size=GROUP_SIZE, bits=b)
-            weights[f"{path}.weight"] = full.astype(target)
-        else:
-            assert b is not None
+        parameters += m.weight.size + (m.bias.size if m.bias else 0)
+        heads = None
+        if arch.permuted_qk and gname.endswith(("attn_q", "attn_k")):
+            heads = config["num_attention_heads" if gname.endswith("q") else "num_key_value_heads"]
+        if m.bias is not None:
+            bias = m.bias.floats(mx.float32)
+            weights[f"{path}.bias"] = (bias if heads is None else unpermute_qk(bias, heads)).astype(
+                target
+            )
+        t = m.weight
+        b = t.kept_bits
+        if b is not None and not dequantize:
             kinds[f"q{b}"] += 1
             bits[path] = b
-            weights[f"{path}.weight"] = t.weight
-            weights[f"{path}.scales"] = t.quant[0].astype(target)
-            weights[f"{path}.biases"] = t.quant[1].astype(target)
+            w, scales, biases = t.blocks()
+            if heads is not None:
+                w, scales, biases = (unpermute_qk(a, heads) for a in (w, scales, biases))
+            weights[f"{path}.weight"] = w
+            weights[f"{path}.scales"] = scales.astype(target)
+            weights[f"{path}.biases"] = biases.astype(target)
+            continue
+        if t.type in FLOATS:
+            kinds[_SHORT[t.type]] += 1
+        else:
+            source = f"q{b}" if b is not None else t.type.name.lower()
+            kinds[f"{source}->{DTYPES[dtype]}"] += 1
+        # float32 until the end: un-shifting a half-precision norm would round twice
+        full = t.floats(mx.float32)
+        if heads is not None:
+            full = unpermute_qk(full, heads)
+        if arch.norm_offset and gname.endswith("norm"):
+            full = full - arch.norm_offset
+        weights[f"{path}.weight"] = full.astype(target)
     config["torch_dtype"] = dtype
     if bits:
         config["quantization"] = config["quantization_config"] = _quantization(bits)

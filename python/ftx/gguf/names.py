@@ -22,28 +22,49 @@ BLOCK = {
     "self_attn.q_norm": "attn_q_norm",
     "self_attn.k_norm": "attn_k_norm",
 }
+# Gemma 2/3 norm both sides of attention and of the MLP: HF's post_attention_layernorm is
+# llama.cpp's post_attention_norm there, and its ffn_norm is the pre-feedforward one.
+_GEMMA = {
+    **BLOCK,
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+}
+# Phi-3 keeps Q, K, V in one matrix and gate and up in another, in both layouts.
+_PHI3 = {
+    **{k: v for k, v in BLOCK.items() if not k.startswith(("self_attn", "mlp"))},
+    "self_attn.qkv_proj": "attn_qkv",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+# GGUF general.architecture -> its block table (llama, mistral, qwen2, qwen3 share BLOCK).
+BLOCKS = {"gemma2": _GEMMA, "gemma3": _GEMMA, "phi3": _PHI3}
 _TOP_HF = {g: h for h, g in TOP.items()}
 _BLOCK_HF = {g: h for h, g in BLOCK.items()}
+_BLOCKS_HF = {arch: {g: h for h, g in b.items()} for arch, b in BLOCKS.items()}
 
 
-def gguf_module(module: str) -> str | None:
+def gguf_module(module: str, arch: str = "llama") -> str | None:
     """mlx-lm module name (``model.layers.3.self_attn.q_proj``) -> GGUF (``blk.3.attn_q``)."""
     if module in TOP:
         return TOP[module]
+    block = BLOCKS.get(arch, BLOCK)
     parts = module.split(".", 3)
-    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[3] in BLOCK:
-        return f"blk.{parts[2]}.{BLOCK[parts[3]]}"
+    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[3] in block:
+        return f"blk.{parts[2]}.{block[parts[3]]}"
     return None
 
 
-def hf_module(name: str) -> str | None:
+def hf_module(name: str, arch: str = "llama") -> str | None:
     """GGUF tensor name (``blk.3.attn_q``) -> mlx-lm module name."""
     if name in _TOP_HF:
         return _TOP_HF[name]
     blk, _, rest = name.partition(".")
     index, _, kind = rest.partition(".")
-    if blk == "blk" and index.isdigit() and kind in _BLOCK_HF:
-        return f"model.layers.{index}.{_BLOCK_HF[kind]}"
+    hf = _BLOCKS_HF.get(arch, _BLOCK_HF)
+    if blk == "blk" and index.isdigit() and kind in hf:
+        return f"model.layers.{index}.{hf[kind]}"
     return None
 
 
