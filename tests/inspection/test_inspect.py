@@ -195,7 +195,7 @@ def test_duplicates_cluster_on_the_kept_record(found: ftx.Inspection, prepared: 
     rejects = [json.loads(x) for x in (prepared / "rejects.jsonl").read_text().splitlines()]
     (dup,) = [x for x in rejects if x["code"] == "duplicate"]
     c = found.summary["duplicate_clusters"]
-    assert c["codes"] == ["duplicate"]
+    assert c["codes"] == ["duplicate", "near_duplicate"]
     assert (c["clusters"], c["records_in_clusters"]) == (1, 1)
     (cluster,) = c["largest"]
     assert cluster["kept"] == {"file": dup["kept_file"], "line": dup["kept_line"]}
@@ -204,6 +204,31 @@ def test_duplicates_cluster_on_the_kept_record(found: ftx.Inspection, prepared: 
     assert json.loads(lines[dup["line"] - 1]) == json.loads(lines[dup["kept_line"] - 1])
     rec = cluster["record"]
     assert (rec["file"], rec["line"]) == (dup["kept_file"], dup["kept_line"])
+
+
+def test_near_duplicates_join_the_clusters_and_the_cli_reads_a_near_dedup_artifact(
+    tmp_path: Path, tiny_model: Path, shared: Path
+) -> None:
+    src = json.loads((shared / "datasets/llama_factory/alpaca_en_demo.json").read_text())[:20]
+
+    def chat(r: dict[str, str], tail: str = "") -> str:
+        msgs = [
+            {"role": "user", "content": r["instruction"]},
+            {"role": "assistant", "content": r["output"] + tail},
+        ]
+        return json.dumps({"messages": msgs}) + "\n"
+
+    data = tmp_path / "near.jsonl"
+    data.write_text("".join(chat(r) for r in src) + chat(src[3], " Thanks.") + chat(src[3]))
+    out = tmp_path / "art"
+    ftx.prepare(data, model=tiny_model, out=out, near_dedup=True)
+    done = _ftx("inspect", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    c = json.loads(done.stdout)["duplicate_clusters"]
+    (cluster,) = c["largest"]
+    assert cluster["kept"] == {"file": str(data), "line": 4}
+    assert cluster["codes"] == {"near_duplicate": 1, "duplicate": 1}
+    assert [m["line"] for m in cluster["members"]] == [21, 22]
 
 
 def test_most_repeated_lines_count_records(found: ftx.Inspection) -> None:

@@ -27,8 +27,15 @@ def _setting_option(s: _core.Setting) -> Callable[[F], F]:
             )
         return click.option(flag, s.name, is_flag=True, default=None, help=s.help)
     if s.kind == "paths":
+        # Repeated flag; none given is None (click's empty tuple), like every other setting.
         return click.option(
-            flag, s.name, type=click.Path(), multiple=True, default=None, help=s.help
+            flag,
+            s.name,
+            type=click.Path(),
+            multiple=True,
+            default=None,
+            callback=lambda _ctx, _param, v: list(v) or None,
+            help=s.help,
         )
     types: dict[str, Any] = {"int": click.INT, "ratio": click.FLOAT}
     kind = click.Choice(s.choices) if s.choices else types.get(s.kind, click.STRING)
@@ -113,7 +120,7 @@ def command(
 
     run, settings = guarded(debug, lambda: _from_file(config_file)) if config_file else ({}, {})
     for key, value in flags.items():
-        if value not in (None, ()):  # given on the command line: it wins over the file
+        if value is not None:  # given on the command line: it wins over the file
             negated = key.startswith("no_")
             settings[key.removeprefix("no_")] = not value if negated else value
     given: dict[str, Any] = {
