@@ -1,6 +1,6 @@
 """Fixtures of the tests that train, fuse or evaluate (each folder's conftest imports them):
 tiny models of real mlx-lm architectures with random weights and the example tokenizer,
-prepared data, and a config builder.
+prepared data, a config builder, and a run folder with adapters and its fused model.
 
 OpenBLAS is chosen before anything imports MLX, as ``ftx train`` does, so the tests run fast.
 MLX is imported only inside fixtures, so that the tests that do not need it run without it.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_models import build_model, write_artifact
+from tiny_models import build_model, write_artifact, write_lora_run
 
 from ftx.runtime.blas import use_fast_blas
 
@@ -51,3 +51,17 @@ def make_config(tiny_llama: Path, prepared: Path, tmp_path: Path) -> Callable[..
         }
 
     return make
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
+    return write_lora_run(tmp_path_factory.mktemp("runs") / "run", tiny_llama)
+
+
+@pytest.fixture(scope="session")
+def fused(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path, lora_run: Path) -> Path:
+    from ftx.export import fuse
+
+    out = tmp_path_factory.mktemp("fused") / "model"
+    fuse(tiny_llama, lora_run, out)
+    return out

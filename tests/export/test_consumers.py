@@ -46,18 +46,6 @@ MAX_TOKENS = 12
 SERVER_START_SECONDS = 120
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
-    return write_lora_run(tmp_path_factory.mktemp("runs") / "run", tiny_llama)
-
-
-@pytest.fixture(scope="module")
-def fused(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path, run: Path) -> Path:
-    out = tmp_path_factory.mktemp("fused") / "model"
-    fuse(tiny_llama, run, out)
-    return out
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,11 +117,11 @@ def _ftx_answer(model: Path, adapter: Path | None = None) -> str:
 
 
 def test_mlx_lm_server_serves_the_fused_folder_and_the_adapter(
-    server: Any, tiny_llama: Path, run: Path, fused: Path
+    server: Any, tiny_llama: Path, lora_run: Path, fused: Path
 ) -> None:
-    expected = _ftx_answer(tiny_llama, run)
+    expected = _ftx_answer(tiny_llama, lora_run)
     assert expected != _ftx_answer(tiny_llama)  # the adapter changes the answer
-    for args in (("--model", fused), ("--model", tiny_llama, "--adapter-path", run)):
+    for args in (("--model", fused), ("--model", tiny_llama, "--adapter-path", lora_run)):
         answer = _chat_completion(server(*args))
         _check(answer, expected, args)
 
