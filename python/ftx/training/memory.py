@@ -58,6 +58,10 @@ class MemoryEstimate:
     fits: bool | None
     grad_checkpoint: bool = False
     loss_chunk: int | None = None
+    # Attention in chunks where a call's weights exceed attention.CHUNK_BYTES (training/run.py
+    # opens it from this): with checkpointing on the CPU, where the run has chosen memory over
+    # time, as a chunk recomputes q k^T.
+    chunked_attention: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +131,8 @@ def estimate_memory(
     )
     attention = ACTIVATION_WIDTHS["attention"] * heads * width
     attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
-    if grad_checkpoint and not on_gpu() and rows * heads * width * width * 4 > CHUNK_BYTES:
+    chunked_attention = grad_checkpoint and not on_gpu()
+    if chunked_attention and rows * heads * width * width * 4 > CHUNK_BYTES:
         # Chunked with checkpointing on the CPU (training/attention.py): a log-sum-exp per head
         # is kept instead of the weights, and the backward holds a few chunks' weights.
         attention = heads
@@ -162,4 +167,5 @@ def estimate_memory(
         fits=None if available is None else total <= available,
         grad_checkpoint=grad_checkpoint,
         loss_chunk=loss_chunk,
+        chunked_attention=chunked_attention,
     )

@@ -96,10 +96,8 @@ def train(
     mx.eval(model.parameters())
     before = blas_threads(BLAS, streams.blas_threads)
     try:
-        # MLX's GPU backends have their own attention kernels; its CPU computes the weights whole.
-        # Chunks cost time (a recomputed q k^T): taken where the run already trades compute for
-        # memory, as the plan counts them.
-        chunked = fitted.config.grad_checkpoint is True and not on_gpu()
+        # As the plan counted it (MemoryEstimate.chunked_attention).
+        chunked = fitted.memory.chunked_attention
         attention = efficient_attention() if chunked else nullcontext()
         with memory_limits(fitted.memory) as headroom, attention:
             return _run(
