@@ -10,6 +10,7 @@ import numpy.typing as npt
 __all__ = [
     "Decoder",
     "Setting",
+    "ShardEngine",
     "__version__",
     "_debug_panic",
     "bind_blas",
@@ -26,7 +27,6 @@ __all__ = [
     "num_threads",
     "prepare",
     "prepare_settings",
-    "prepare_shard",
     "preview",
     "prompts",
     "render_chat",
@@ -277,23 +277,32 @@ class _ShardManifest(TypedDict):
     quote_bytes: int
     files: dict[str, dict[str, Any]]
 
-def prepare_shard(
-    inputs: Sequence[tuple[str | PathLike[str], str | PathLike[str], int]],
-    out_dir: str | PathLike[str],
-    settings: str = "{}",
-    *,
-    index: int,
-    count: int,
-    model_dir: str | PathLike[str] | None = None,
-    tokenizer: str | PathLike[str] | None = None,
-    chat_template: str | None = None,
-    threads: int | None = None,
-    force: bool = False,
-    progress: Callable[[dict[str, float]], object] | None = None,
-) -> _ShardManifest:
-    """Runs ``prepare`` on shard ``index`` of ``count`` (0-based): that share of the inputs,
-    processed up to dedup, written to ``out_dir`` as a shard for ``merge``. Returns the shard's
-    manifest. The other arguments are ``prepare``'s."""
+@final
+class ShardEngine:
+    """The tokenizer, template and settings of a shard set, loaded once, to run any of its
+    shards: what one worker of a cluster holds. The arguments are ``prepare``'s."""
+
+    def __new__(
+        cls,
+        inputs: Sequence[tuple[str | PathLike[str], str | PathLike[str], int]],
+        settings: str = "{}",
+        *,
+        model_dir: str | PathLike[str] | None = None,
+        tokenizer: str | PathLike[str] | None = None,
+        chat_template: str | None = None,
+        threads: int | None = None,
+    ) -> ShardEngine: ...
+    def run(
+        self,
+        index: int,
+        count: int,
+        out_dir: str | PathLike[str],
+        *,
+        force: bool = False,
+        progress: Callable[[dict[str, float]], object] | None = None,
+    ) -> _ShardManifest:
+        """Writes shard ``index`` of ``count`` (0-based) to ``out_dir``: that share of the
+        inputs, processed up to dedup, for ``merge``. Returns the shard's manifest."""
 
 def merge(
     shards: Sequence[str | PathLike[str]],

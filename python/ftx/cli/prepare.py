@@ -95,6 +95,28 @@ def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     "`ftx merge` of all N writes the artifact this command writes without --shard.",
 )
 @click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on a Ray cluster (pip install 'ftx[ray]'): shards on every node, merged here into "
+    "the same artifact. ADDRESS is ray.init's (auto, ray://HOST:10001); none: RAY_ADDRESS, "
+    "else Ray on this machine.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    help="With --ray: how many shards (default: twice the nodes).",
+)
+@click.option(
+    "--shard-dir",
+    type=click.Path(path_type=Path),
+    help="With --ray: where the shards go, a folder every node sees (default: OUT.shards).",
+)
+@click.option("--keep-shards", is_flag=True, help="With --ray: keep the shards after the merge.")
+@click.option(
     "--check-template",
     is_flag=True,
     help="Self-test the chat template on synthetic conversations, show what is trained, exit.",
@@ -110,6 +132,10 @@ def command(
     threads: int | None,
     force: bool,
     shard: str | None,
+    ray_address: str | None,
+    shards: int | None,
+    shard_dir: Path | None,
+    keep_shards: bool,
     check_template: bool,
     as_json: bool,
     quiet: bool,
@@ -186,8 +212,30 @@ def command(
             )
         return
 
+    if ray_address is None and (shards is not None or shard_dir is not None or keep_shards):
+        raise click.UsageError("--shards, --shard-dir and --keep-shards go with --ray")
+    if ray_address is not None and shard is not None:
+        raise click.UsageError("--ray runs every shard itself: give --ray or --shard, not both")
+
     def work() -> Any:
         with ProgressDisplay(enabled=show_progress) as display:
+            if ray_address is not None:
+                from ftx.distributed import prepare_on_ray
+
+                return prepare_on_ray(
+                    [str(p) for p in run["inputs"]],
+                    out=run["out"],
+                    address=ray_address or None,
+                    shards=shards,
+                    shard_dir=shard_dir,
+                    keep_shards=keep_shards,
+                    model=run.get("model"),
+                    tokenizer=run.get("tokenizer"),
+                    chat_template=run.get("chat_template"),
+                    force=force,
+                    progress=display.update,
+                    **settings,
+                )
             return prepare(
                 [str(p) for p in run["inputs"]],
                 out=run["out"],

@@ -17,7 +17,7 @@ from ftx.preparation.tabular import is_tabular, to_json_lines
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ftx._core import _Report
+    from ftx._core import _Report, _ShardManifest
 
 TrainOn = Literal["assistant", "last", "all"]
 LengthPolicy = Literal["drop", "truncate", "error"]
@@ -233,21 +233,22 @@ def prepare_shard(
     index, count = parse_shard(shard)
     check_settings(settings, "ftx.prepare")
     with input_triples(inputs) as triples:
-        m = _core.prepare_shard(
+        engine = _core.ShardEngine(
             triples,
-            str(out),
             json.dumps(dict(settings), default=str),
-            index=index,
-            count=count,
             model_dir=None if model is None else str(model),
             tokenizer=None if tokenizer is None else str(tokenizer),
             chat_template=chat_template,
             threads=threads,
-            force=force,
-            progress=progress,
         )
+        m = engine.run(index, count, str(out), force=force, progress=progress)
+    return shard_report(Path(out), m)
+
+
+def shard_report(out: Path, m: _ShardManifest) -> ShardReport:
+    """The report of a shard's manifest."""
     return ShardReport(
-        out_dir=Path(out),
+        out_dir=out,
         shard=m["shard"],
         shards=m["shards"],
         rows=m["rows"],

@@ -382,73 +382,115 @@ pub fn prepare_shard(
     progress: &(dyn Fn(&Progress) + Sync),
     cancel: &AtomicBool,
 ) -> Result<ShardManifest> {
-    let started = Instant::now();
-    let threads = num_threads(opts.threads);
-    let pool = worker_pool(threads)?;
-    let (engine, files, tokenizer_path) = Engine::load(opts)?;
-    // The split needs every shard's records; the ratios are checked here all the same.
-    crate::pipeline::ratio_splitter(&engine.opts.settings)?;
-    let plan = plan(&engine, spec)?;
-    let provenance = manifest::provenance_hashing(
-        &engine.opts,
-        &files,
-        &tokenizer_path,
-        engine.template.as_ref(),
-        &|source| plan.hashed.contains(&(source as u32)),
-    )?;
-    let out_dir = engine.opts.out_dir.clone();
-    let _claim = crate::output::claim(&out_dir, &engine.protected(), engine.opts.force)?;
-    let staging = StagingDir::new(&out_dir)?;
-    let mut writer = ShardWriter::create(staging.path())?;
-    let (_, regions) = run_pass(
-        &engine,
-        &plan.parts,
-        threads,
-        cancel,
-        &pool,
-        &mut writer,
-        started,
-        progress,
-        true,
-    )?;
-    let counts = writer.finish()?;
-    let mut regions = regions.into_iter();
-    let parts = plan
-        .parts
-        .iter()
-        .map(|p| PartRead {
-            source: p.source,
-            region: p.range.and_then(|_| regions.next()),
-        })
-        .collect();
-    let mut checks = BTreeMap::new();
-    for name in SHARD_FILES {
-        let (bytes, xxh3) = crate::store::digest(&staging.path().join(name))?;
-        checks.insert(name.to_string(), FileCheck { bytes, xxh3 });
+    let (out_dir, force) = (opts.out_dir.clone(), opts.force);
+    ShardEngine::load(opts)?.run(spec, &out_dir, force, progress, cancel)
+}
+
+/// The tokenizer, template and settings of a shard set, loaded once: a worker that runs many
+/// shards (a Ray actor) loads them one time.
+pub struct ShardEngine {
+    engine: Engine,
+    files: crate::encode::ModelFiles,
+    tokenizer_path: PathBuf,
+}
+
+impl std::fmt::Debug for ShardEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardEngine")
+            .field("tokenizer", &self.tokenizer_path)
+            .field("inputs", &self.engine.opts.inputs.len())
+            .finish()
     }
-    let manifest = ShardManifest {
-        format: SHARD.into(),
-        shard_version: SHARD_VERSION,
-        shard: spec.index,
-        shards: spec.count,
-        provenance: provenance.body,
-        hashed: plan.hashed,
-        template: engine.template_label.clone(),
-        parts,
-        rows: counts.rows,
-        accepted: counts.accepted,
-        tokens: counts.tokens,
-        signatures: counts.signatures,
-        rejects: counts.rejects,
-        quote_bytes: counts.quote_bytes,
-        files: checks,
-    };
-    let mut text = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| Error::Internal(format!("shard manifest: {e}")))?;
-    text.push('\n');
-    crate::store::write_synced(&staging.path().join(manifest::MANIFEST), text.as_bytes())?;
-    staging.publish()?;
-    Ok(manifest)
+}
+
+impl ShardEngine {
+    pub fn load(opts: PrepareOptions) -> Result<Self> {
+        let (engine, files, tokenizer_path) = Engine::load(opts)?;
+        // The split needs every shard's records; the ratios are checked here all the same.
+        crate::pipeline::ratio_splitter(&engine.opts.settings)?;
+        Ok(ShardEngine {
+            engine,
+            files,
+            tokenizer_path,
+        })
+    }
+
+    /// Writes shard `spec` to `out_dir` (replacing only a shard or artifact of ftx's, or with
+    /// `force`).
+    pub fn run(
+        &self,
+        spec: ShardSpec,
+        out_dir: &Path,
+        force: bool,
+        progress: &(dyn Fn(&Progress) + Sync),
+        cancel: &AtomicBool,
+    ) -> Result<ShardManifest> {
+        let started = Instant::now();
+        let engine = &self.engine;
+        let threads = num_threads(engine.opts.threads);
+        let pool = worker_pool(threads)?;
+        let (files, tokenizer_path) = (&self.files, &self.tokenizer_path);
+        let plan = plan(engine, spec)?;
+        let provenance = manifest::provenance_hashing(
+            &engine.opts,
+            files,
+            tokenizer_path,
+            engine.template.as_ref(),
+            &|source| plan.hashed.contains(&(source as u32)),
+        )?;
+        let _claim = crate::output::claim(out_dir, &engine.protected(), force)?;
+        let staging = StagingDir::new(out_dir)?;
+        let mut writer = ShardWriter::create(staging.path())?;
+        let (_, regions) = run_pass(
+            engine,
+            &plan.parts,
+            threads,
+            cancel,
+            &pool,
+            &mut writer,
+            started,
+            progress,
+            true,
+        )?;
+        let counts = writer.finish()?;
+        let mut regions = regions.into_iter();
+        let parts = plan
+            .parts
+            .iter()
+            .map(|p| PartRead {
+                source: p.source,
+                region: p.range.and_then(|_| regions.next()),
+            })
+            .collect();
+        let mut checks = BTreeMap::new();
+        for name in SHARD_FILES {
+            let (bytes, xxh3) = crate::store::digest(&staging.path().join(name))?;
+            checks.insert(name.to_string(), FileCheck { bytes, xxh3 });
+        }
+        let manifest = ShardManifest {
+            format: SHARD.into(),
+            shard_version: SHARD_VERSION,
+            shard: spec.index,
+            shards: spec.count,
+            provenance: provenance.body,
+            hashed: plan.hashed,
+            template: engine.template_label.clone(),
+            parts,
+            rows: counts.rows,
+            accepted: counts.accepted,
+            tokens: counts.tokens,
+            signatures: counts.signatures,
+            rejects: counts.rejects,
+            quote_bytes: counts.quote_bytes,
+            files: checks,
+        };
+        let mut text = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| Error::Internal(format!("shard manifest: {e}")))?;
+        text.push('\n');
+        crate::store::write_synced(&staging.path().join(manifest::MANIFEST), text.as_bytes())?;
+        staging.publish()?;
+        Ok(manifest)
+    }
 }
 
 /// Reads a shard's manifest, refusing a folder that is not a shard of this layout.

@@ -187,49 +187,66 @@ pub fn prepare<'py>(
     convert::to_py(py, &report)
 }
 
-/// Runs ``prepare`` on shard ``index`` of ``count`` (0-based): that share of the inputs,
-/// processed up to dedup, written to ``out_dir`` as a shard for ``merge``. Returns the shard's
-/// manifest. The other arguments are ``prepare``'s.
-#[pyfunction]
-#[pyo3(signature = (
-    inputs, out_dir, settings="{}", *, index, count, model_dir=None, tokenizer=None,
-    chat_template=None, threads=None, force=false, progress=None
-))]
-#[allow(clippy::too_many_arguments)]
-pub fn prepare_shard<'py>(
-    py: Python<'py>,
-    inputs: Vec<(PathBuf, PathBuf, u64)>,
-    out_dir: PathBuf,
-    settings: &str,
-    index: u32,
-    count: u32,
-    model_dir: Option<PathBuf>,
-    tokenizer: Option<PathBuf>,
-    chat_template: Option<String>,
-    threads: Option<usize>,
-    force: bool,
-    progress: Option<Py<PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let spec = ftx_core::shard::ShardSpec::parse(&format!("{index}/{count}"))
-        .map_err(|e| errors::to_py(Error::Config(e)))?;
-    let mut opts = options(
-        inputs,
-        out_dir,
-        settings,
-        model_dir,
-        tokenizer,
-        chat_template,
-        threads,
-    )
-    .map_err(errors::to_py)?;
-    opts.force = force;
-    let cancel = AtomicBool::new(false);
-    let on_progress = reporter(&progress, &cancel);
-    let report = errors::run(py, || {
-        ftx_core::shard::prepare_shard(opts, spec, &on_progress, &cancel)
-            .and_then(|r| convert::tree(&r))
-    })?;
-    convert::to_py(py, &report)
+/// The tokenizer, template and settings of a shard set, loaded once, to run any of its shards:
+/// what one worker of a cluster holds. The arguments are ``prepare``'s.
+#[pyclass(frozen, module = "ftx._core")]
+#[derive(Debug)]
+pub struct ShardEngine {
+    inner: ftx_core::shard::ShardEngine,
+}
+
+#[pymethods]
+impl ShardEngine {
+    #[new]
+    #[pyo3(signature = (
+        inputs, settings="{}", *, model_dir=None, tokenizer=None, chat_template=None, threads=None
+    ))]
+    fn new(
+        py: Python<'_>,
+        inputs: Vec<(PathBuf, PathBuf, u64)>,
+        settings: &str,
+        model_dir: Option<PathBuf>,
+        tokenizer: Option<PathBuf>,
+        chat_template: Option<String>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let opts = options(
+            inputs,
+            PathBuf::new(),
+            settings,
+            model_dir,
+            tokenizer,
+            chat_template,
+            threads,
+        )
+        .map_err(errors::to_py)?;
+        let inner = errors::run(py, move || ftx_core::shard::ShardEngine::load(opts))?;
+        Ok(ShardEngine { inner })
+    }
+
+    /// Writes shard ``index`` of ``count`` (0-based) to ``out_dir``: that share of the inputs,
+    /// processed up to dedup, for ``merge``. Returns the shard's manifest.
+    #[pyo3(signature = (index, count, out_dir, *, force=false, progress=None))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        index: u32,
+        count: u32,
+        out_dir: PathBuf,
+        force: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = ftx_core::shard::ShardSpec::parse(&format!("{index}/{count}"))
+            .map_err(|e| errors::to_py(Error::Config(e)))?;
+        let cancel = AtomicBool::new(false);
+        let on_progress = reporter(&progress, &cancel);
+        let report = errors::run(py, || {
+            self.inner
+                .run(spec, &out_dir, force, &on_progress, &cancel)
+                .and_then(|r| convert::tree(&r))
+        })?;
+        convert::to_py(py, &report)
+    }
 }
 
 /// Merges the shards of one ``prepare_shard`` set into the artifact ``prepare`` writes for the
