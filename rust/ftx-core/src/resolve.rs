@@ -127,6 +127,12 @@ impl Fixed for Band {
     }
 }
 
+/// A bucket's signatures, held while it is compared when they fit a quarter of the budget; read from
+/// the signature file at each comparison when not.
+struct Bucket {
+    cached: Option<Vec<Vec<u32>>>,
+}
+
 /// The later record `j` shares a bucket with the earlier `i` (read at `at`) at `similarity`.
 #[derive(Clone, Copy)]
 struct Edge {
@@ -206,16 +212,23 @@ impl<T: Fixed> Spill<T> {
     }
 }
 
+/// A spill file's records, decoded as they are read (the file's bytes are never all held).
 fn read_all<T: Fixed>(path: &Path) -> Result<Vec<T>> {
-    let bytes = fs_err::read(path)?;
-    if bytes.len() % T::SIZE != 0 {
+    let len = fs_err::metadata(path)?.len() as usize;
+    if !len.is_multiple_of(T::SIZE) {
         return Err(Error::Internal(format!(
-            "{}: a spill file of {} bytes, not whole records",
-            path.display(),
-            bytes.len()
+            "{}: a spill file of {len} bytes, not whole records",
+            path.display()
         )));
     }
-    Ok(bytes.chunks_exact(T::SIZE).map(T::get).collect())
+    let mut items = Vec::with_capacity(len / T::SIZE);
+    let mut reader = BufReader::with_capacity(64 << 10, File::open(path).map_err(io(path))?);
+    let mut buf = vec![0u8; T::SIZE];
+    for _ in 0..len / T::SIZE {
+        reader.read_exact(&mut buf).map_err(io(path))?;
+        items.push(T::get(&buf));
+    }
+    Ok(items)
 }
 
 fn write_all<T: Fixed>(path: &Path, items: &[T]) -> Result<()> {
@@ -356,7 +369,7 @@ impl Resolver<'_> {
         rows: u64,
         feed: &mut impl FnMut(&mut dyn FnMut(Candidate) -> Result<()>) -> Result<()>,
     ) -> Result<Vec<PathBuf>> {
-        let n = partitions(rows * Print::SIZE as u64, self.budget);
+        let n = partitions(rows * std::mem::size_of::<Print>() as u64, self.budget);
         let mut spill = Spill::<Print>::create(self.dir, &format!("{tag}.prints"), n)?;
         feed(&mut |c| {
             let p = part_of((c.fp >> 64) as u64, n);
@@ -398,7 +411,10 @@ impl Resolver<'_> {
         dups: &[PathBuf],
         feed: &mut impl FnMut(&mut dyn FnMut(Candidate) -> Result<()>) -> Result<()>,
     ) -> Result<Vec<PathBuf>> {
-        let n = partitions(rows * params.bands as u64 * Band::SIZE as u64, self.budget);
+        let n = partitions(
+            rows * params.bands as u64 * std::mem::size_of::<Band>() as u64,
+            self.budget,
+        );
         let mut spill = Spill::<Band>::create(self.dir, &format!("{tag}.bands"), n)?;
         let sigs_path = self.dir.join(format!("{tag}.signatures"));
         let mut sigs =
@@ -451,40 +467,122 @@ impl Resolver<'_> {
                 .map_err(io(&sigs_path))?;
             Ok(b.chunks_exact(4).map(|c| u32_at(c, 0)).collect())
         };
-        let mut out = Vec::new();
-        for (p, path) in spill.finish()?.into_iter().enumerate() {
-            let mut bands = read_all::<Band>(&path)?;
-            fs_err::remove_file(&path)?;
+        let parts = spill.finish()?;
+        let sorted = |path: &Path| -> Result<Vec<Band>> {
+            let mut bands = read_all::<Band>(path)?;
             bands.par_sort_unstable_by_key(|b| (b.band, b.hash, b.idx));
-            let mut edges = Vec::new();
-            for bucket in bands.chunk_by(|a, b| a.band == b.band && a.hash == b.hash) {
-                if bucket.len() < 2 {
-                    continue;
+            Ok(bands)
+        };
+        let buckets = |bands: &[Band]| -> Vec<std::ops::Range<usize>> {
+            let mut out = Vec::new();
+            let mut start = 0;
+            for (k, pair) in bands.windows(2).enumerate() {
+                if (pair[0].band, pair[0].hash) != (pair[1].band, pair[1].hash) {
+                    if k + 1 - start >= 2 {
+                        out.push(start..k + 1);
+                    }
+                    start = k + 1;
                 }
-                let values: Vec<Vec<u32>> = bucket
-                    .iter()
-                    .map(|b| values_of(b.rank))
-                    .collect::<Result<_>>()?;
-                for (later, b) in bucket.iter().enumerate().skip(1) {
-                    for (earlier, a) in bucket[..later].iter().enumerate() {
-                        let s = similarity(&values[later], &values[earlier]);
-                        if s >= params.threshold {
-                            edges.push(Edge {
-                                j: b.idx,
-                                i: a.idx,
-                                similarity: s,
-                                at: a.at,
-                            });
+            }
+            if bands.len() - start >= 2 {
+                out.push(start..bands.len());
+            }
+            out
+        };
+        // Besides a partition (at most the budget): a bucket's signatures and a run of edges,
+        // a quarter of it each.
+        let cache_limit = (self.budget / 4) as usize;
+        let open = |members: &[Band]| -> Result<Bucket> {
+            let cached = match members.len() * width <= cache_limit {
+                true => Some(
+                    members
+                        .iter()
+                        .map(|b| values_of(b.rank))
+                        .collect::<Result<_>>()?,
+                ),
+                false => None,
+            };
+            Ok(Bucket { cached })
+        };
+        let sim = |bucket: &Bucket, members: &[Band], x: usize, y: usize| -> Result<f64> {
+            Ok(match &bucket.cached {
+                Some(v) => similarity(&v[x], &v[y]),
+                None => similarity(&values_of(members[x].rank)?, &values_of(members[y].rank)?),
+            })
+        };
+        // Pass 1: which records have an earlier record at or above the threshold in a bucket.
+        // One without is kept whatever else happens (the index keeps a record nothing matches),
+        // so a later record's candidates need not go past it: that keeps a cluster of k near
+        // copies at k edges, not k^2 / 2.
+        let mut matched = vec![0u64; (rows as usize).div_ceil(64)];
+        let bit = |set: &[u64], idx: u64| set[(idx / 64) as usize] >> (idx % 64) & 1 == 1;
+        for path in &parts {
+            let bands = sorted(path)?;
+            for range in buckets(&bands) {
+                let members = &bands[range];
+                let bucket = open(members)?;
+                for later in 1..members.len() {
+                    let j = members[later].idx;
+                    if bit(&matched, j) {
+                        continue;
+                    }
+                    for earlier in 0..later {
+                        if sim(&bucket, members, later, earlier)? >= params.threshold {
+                            matched[(j / 64) as usize] |= 1 << (j % 64);
+                            break;
                         }
                     }
                 }
             }
+        }
+        // Pass 2: each record's candidates in order, up to the first that is surely kept;
+        // written in sorted runs of at most the budget.
+        let mut out = Vec::new();
+        let run_cap = (self.budget as usize / 4 / std::mem::size_of::<Edge>()).max(1024);
+        let mut edges: Vec<Edge> = Vec::new();
+        let flush = |edges: &mut Vec<Edge>, out: &mut Vec<PathBuf>| -> Result<()> {
             edges.par_sort_unstable_by_key(|e| (e.j, e.i));
             edges.dedup_by_key(|e| (e.j, e.i));
-            let dest = self.dir.join(format!("{tag}.edges.{p}"));
-            write_all(&dest, &edges)?;
+            let dest = self.dir.join(format!("{tag}.edges.{}", out.len()));
+            write_all(&dest, edges)?;
             out.push(dest);
+            edges.clear();
+            Ok(())
+        };
+        for path in &parts {
+            let bands = sorted(path)?;
+            fs_err::remove_file(path)?;
+            for range in buckets(&bands) {
+                let members = &bands[range];
+                let bucket = open(members)?;
+                for later in 1..members.len() {
+                    let b = &members[later];
+                    if !bit(&matched, b.idx) {
+                        continue;
+                    }
+                    for earlier in 0..later {
+                        let s = sim(&bucket, members, later, earlier)?;
+                        if s < params.threshold {
+                            continue;
+                        }
+                        let a = &members[earlier];
+                        edges.push(Edge {
+                            j: b.idx,
+                            i: a.idx,
+                            similarity: s,
+                            at: a.at,
+                        });
+                        if !bit(&matched, a.idx) {
+                            break;
+                        }
+                    }
+                    if edges.len() >= run_cap {
+                        flush(&mut edges, &mut out)?;
+                    }
+                }
+            }
         }
+        flush(&mut edges, &mut out)?;
         drop(sigs);
         fs_err::remove_file(&sigs_path)?;
         Ok(out)
@@ -542,5 +640,126 @@ impl Decider {
             *word |= 1 << (idx % 64);
         }
         Ok(Verdict3::Unique)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::Dedup;
+    use crate::neardup::{Index, MinHasher, Verdict};
+
+    /// Records of shared and own words: clusters of near copies, chains (each close to the
+    /// next, not to the one two back), exact copies, and records without words.
+    fn records() -> Vec<Vec<u64>> {
+        let mut out: Vec<Vec<u64>> = Vec::new();
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for c in 0..60u64 {
+            let base: Vec<u64> = (0..60).map(|k| c * 1000 + k).collect();
+            for _ in 0..(1 + next() % 6) {
+                let mut words = base.clone();
+                let cut = (next() % 4) as usize;
+                words.truncate(60 - cut);
+                words.push(900_000 + next() % 3);
+                out.push(words);
+            }
+            if c % 5 == 0 {
+                // a chain: each step shifts the window by 8 words
+                for step in 0..6u64 {
+                    out.push((0..60).map(|k| 500_000 + c * 100 + step * 8 + k).collect());
+                }
+            }
+            // a record whose first candidate was dropped and whose second was kept
+            for shift in [0u64, 6, 14, 10] {
+                out.push((0..60).map(|k| 700_000 + c * 200 + shift + k).collect());
+            }
+            if c % 7 == 0 {
+                out.push(base.clone());
+                out.push(Vec::new());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_disk_resolution_decides_as_the_index_does() {
+        let params = Params::new(5, 64, None, 0.7);
+        let hasher = MinHasher::new(params);
+        let recs = records();
+        let sigs: Vec<_> = recs.iter().map(|w| hasher.signature(w)).collect();
+        let fps: Vec<u128> = recs
+            .iter()
+            .map(|w| {
+                crate::dedup::fingerprint(
+                    &w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        // in memory, as prepare decides
+        let mut dedup = Dedup::default();
+        let mut index = Index::new(&params);
+        let mut kept_at = Vec::new();
+        let mut want = Vec::new();
+        for (i, sig) in sigs.iter().enumerate() {
+            let at = (0u32, i as u64 + 1);
+            if let Some(first) = dedup.kept(fps[i], at) {
+                want.push(format!("dup {first:?}"));
+                continue;
+            }
+            match sig.clone().map(|s| index.offer(s)) {
+                Some(Verdict::Duplicate { of, similarity }) => {
+                    want.push(format!("near {:?} {similarity}", kept_at[of]))
+                }
+                Some(Verdict::Kept(_)) => {
+                    kept_at.push(at);
+                    want.push("unique".into())
+                }
+                None => want.push("unique".into()),
+            }
+        }
+        assert!(want.iter().filter(|v| v.starts_with("near")).count() > 50);
+        assert!(want.iter().any(|v| v.starts_with("dup")));
+        // on disk, with partitions of a few KiB
+        for budget in [2048, 1 << 20] {
+            let dir = tempfile::tempdir().unwrap();
+            let resolver = Resolver {
+                dir: dir.path(),
+                budget,
+                dedup: true,
+                near: Some(params),
+            };
+            let n = sigs.len() as u64;
+            let feed = |f: &mut dyn FnMut(Candidate) -> Result<()>| -> Result<()> {
+                for (i, sig) in sigs.iter().enumerate() {
+                    f(Candidate {
+                        idx: i as u64,
+                        fp: fps[i],
+                        unit: 0.0,
+                        at: (0, i as u64 + 1),
+                        sig: sig.as_ref().map(|s| (&s.values[..], &s.bands[..])),
+                    })?;
+                }
+                Ok(())
+            };
+            let mut decider = resolver.resolve("t", n, feed).unwrap().decider().unwrap();
+            let got: Vec<String> = sigs
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, sig)| match decider.decide(i as u64, sig.is_some()).unwrap() {
+                        Verdict3::Duplicate(at) => format!("dup {at:?}"),
+                        Verdict3::Near(at, s) => format!("near {at:?} {s}"),
+                        Verdict3::Unique => "unique".into(),
+                    },
+                )
+                .collect();
+            assert_eq!(got, want, "budget {budget}");
+        }
     }
 }
