@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftx import _core
 from ftx.errors import FtxError
-from ftx.preparation import PrepareReport, input_triples, merge
+from ftx.preparation import PrepareReport, input_triples, is_url, merge
 
 # The progress a worker sends is at most this often, per shard.
 PROGRESS_EVERY_S = 0.5
@@ -125,7 +125,9 @@ def run(
     """See ``ftx.distributed.prepare_on_ray``."""
     started = time.monotonic()
     patterns = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(p) for p in inputs]
-    files = [str(p) for p in _core.expand_inputs(patterns)]
+    # Local globs expanded here (what a worker is given is what the artifact names); a URL is
+    # fetched by each worker.
+    files = [str(f) for p in patterns for f in ([p] if is_url(p) else _core.expand_inputs([p]))]
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     nodes = _nodes()

@@ -127,22 +127,59 @@ def check_settings(settings: Mapping[str, Any], source: str) -> None:
         raise ConfigIssues(source, [Issue(k, v, allowed) for k, v, allowed in found])
 
 
+def is_url(pattern: str) -> bool:
+    """A path another filesystem opens (``s3://``, ``gs://``, ``hf://``, ``file://``...)."""
+    head, sep, _ = pattern.partition("://")
+    return bool(sep) and head.isidentifier()
+
+
+def _fetch(urls: list[str], work: Path) -> list[tuple[Path, str]]:
+    """Each URL (globs expanded by its filesystem) copied under ``work``: ``(copy, url)``."""
+    try:
+        import fsspec  # type: ignore[import-untyped]  # no py.typed
+    except ImportError:
+        raise ConfigError(f"{urls[0]}: reading URLs needs fsspec (pip install fsspec)") from None
+    out: list[tuple[Path, str]] = []
+    for url in urls:
+        fs, path = fsspec.core.url_to_fs(url)
+        globbed = any(c in path for c in "*?[")
+        found = sorted(fs.glob(path)) if globbed else [path]
+        if not found or not all(fs.isfile(f) for f in found):
+            raise ConfigError(f"no file at {url}")
+        for f in found:
+            # A URL given is named as given, as a local path is; a glob's files by their URL.
+            origin = fs.unstrip_protocol(f) if globbed else url
+            (work / "remote").mkdir(exist_ok=True)
+            copy = Path(tempfile.mkdtemp(dir=work / "remote")) / Path(f).name
+            fs.get_file(f, str(copy))
+            out.append((copy, origin))
+    return out
+
+
 @contextmanager
 def input_triples(
     inputs: str | Path | Sequence[str | Path],
 ) -> Iterator[list[tuple[str, str, int]]]:
-    """The engine's ``(path_to_read, original_path, line_offset)`` of each input (globs
-    expanded, Parquet and CSV converted to JSON lines in a folder removed on exit)."""
+    """The engine's ``(path_to_read, original_path, line_offset)`` of each input: globs
+    expanded, a URL's file fetched through fsspec (the artifact names the URL; its sha256 is
+    the bytes fetched), Parquet and CSV converted to JSON lines, all in a folder removed on
+    exit."""
     patterns = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(p) for p in inputs]
-    files = [Path(p) for p in _core.expand_inputs(patterns)]
-    with tempfile.TemporaryDirectory(prefix="ftx-tables-") as work:
-        triples: list[tuple[str, str, int]] = []
-        for f in files:
-            if is_tabular(f):
-                converted, offset = to_json_lines(f, Path(work))
-                triples.append((str(converted), str(f), offset))
+    with tempfile.TemporaryDirectory(prefix="ftx-inputs-") as tmp:
+        work = Path(tmp)
+        files: list[tuple[Path, str]] = []
+        for p in patterns:
+            if is_url(p):
+                files.extend(_fetch([p], work))
             else:
-                triples.append((str(f), str(f), 0))
+                files.extend((f, str(f)) for f in map(Path, _core.expand_inputs([p])))
+        triples: list[tuple[str, str, int]] = []
+        for path, origin in files:
+            if is_tabular(path):
+                converted, offset = to_json_lines(path, work)
+                triples.append((str(converted), origin, offset))
+            else:
+                triples.append((str(path), origin, 0))
         yield triples
 
 

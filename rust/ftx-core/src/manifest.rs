@@ -230,13 +230,17 @@ pub fn provenance_hashing(
         .iter()
         .enumerate()
         .map(|(i, input)| {
-            let path = input.origin.as_path();
+            // The user's file; for a URL, the copy fetched of it.
+            let path = match input.origin.is_file() {
+                true => input.origin.as_path(),
+                false => input.path.as_path(),
+            };
             let (size, sha256) = match hash(i) {
                 true => sha256_file(path)?,
                 false => (fs_err::metadata(path)?.len(), String::new()),
             };
             Ok(InputDigest {
-                path: path.display().to_string(),
+                path: input.origin.display().to_string(),
                 size,
                 sha256,
             })

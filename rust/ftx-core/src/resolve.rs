@@ -164,6 +164,12 @@ impl Fixed for Edge {
     }
 }
 
+/// The buffer of each of `files` open together: an eighth of the budget shared among them, so
+/// that many partitions or runs do not add up to more than the budget allows.
+fn buffer(files: usize, budget: u64) -> usize {
+    (budget as usize / 8 / files.max(1)).clamp(4 << 10, 64 << 10)
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)
 }
@@ -177,13 +183,13 @@ struct Spill<T> {
 }
 
 impl<T: Fixed> Spill<T> {
-    fn create(dir: &Path, stem: &str, n: usize) -> Result<Self> {
+    fn create(dir: &Path, stem: &str, n: usize, budget: u64) -> Result<Self> {
         let paths: Vec<PathBuf> = (0..n).map(|p| dir.join(format!("{stem}.{p}"))).collect();
         let files = paths
             .iter()
             .map(|p| {
                 Ok(BufWriter::with_capacity(
-                    64 << 10,
+                    buffer(n, budget),
                     File::create(p).map_err(io(p))?,
                 ))
             })
@@ -253,7 +259,7 @@ struct Merged<T> {
 }
 
 impl<T: Fixed> Merged<T> {
-    fn open(paths: &[PathBuf]) -> Result<Self> {
+    fn open(paths: &[PathBuf], budget: u64) -> Result<Self> {
         let mut m = Merged {
             readers: Vec::new(),
             heads: BinaryHeap::new(),
@@ -262,8 +268,10 @@ impl<T: Fixed> Merged<T> {
         };
         for p in paths {
             let file = File::open(p).map_err(io(p))?;
-            m.readers
-                .push((BufReader::with_capacity(64 << 10, file), p.clone()));
+            m.readers.push((
+                BufReader::with_capacity(buffer(paths.len(), budget), file),
+                p.clone(),
+            ));
             m.items.push(None);
             m.advance(m.readers.len() - 1)?;
         }
@@ -329,6 +337,7 @@ pub(crate) struct Resolver<'a> {
 
 /// The decisions, on disk, for one pass over the same candidates.
 pub(crate) struct Resolution {
+    budget: u64,
     dups: Vec<PathBuf>,
     edges: Option<Vec<PathBuf>>,
     rows: u64,
@@ -360,7 +369,12 @@ impl Resolver<'_> {
             Some(params) => Some(self.near(tag, rows, params, &dups, &mut feed)?),
             None => None,
         };
-        Ok(Resolution { dups, edges, rows })
+        Ok(Resolution {
+            budget: self.budget,
+            dups,
+            edges,
+            rows,
+        })
     }
 
     fn exact(
@@ -370,7 +384,7 @@ impl Resolver<'_> {
         feed: &mut impl FnMut(&mut dyn FnMut(Candidate) -> Result<()>) -> Result<()>,
     ) -> Result<Vec<PathBuf>> {
         let n = partitions(rows * std::mem::size_of::<Print>() as u64, self.budget);
-        let mut spill = Spill::<Print>::create(self.dir, &format!("{tag}.prints"), n)?;
+        let mut spill = Spill::<Print>::create(self.dir, &format!("{tag}.prints"), n, self.budget)?;
         feed(&mut |c| {
             let p = part_of((c.fp >> 64) as u64, n);
             spill.push(
@@ -415,11 +429,11 @@ impl Resolver<'_> {
             rows * params.bands as u64 * std::mem::size_of::<Band>() as u64,
             self.budget,
         );
-        let mut spill = Spill::<Band>::create(self.dir, &format!("{tag}.bands"), n)?;
+        let mut spill = Spill::<Band>::create(self.dir, &format!("{tag}.bands"), n, self.budget)?;
         let sigs_path = self.dir.join(format!("{tag}.signatures"));
         let mut sigs =
             BufWriter::with_capacity(1 << 20, File::create(&sigs_path).map_err(io(&sigs_path))?);
-        let mut exact = Merged::<Dup>::open(dups)?;
+        let mut exact = Merged::<Dup>::open(dups, self.budget)?;
         let mut rank = 0u64;
         feed(&mut |c| {
             let Some((values, bands)) = c.sig else {
@@ -593,10 +607,10 @@ impl Resolution {
     /// The cursor that hands out the decisions in input order.
     pub(crate) fn decider(&self) -> Result<Decider> {
         Ok(Decider {
-            exact: Merged::open(&self.dups)?,
+            exact: Merged::open(&self.dups, self.budget)?,
             near: match &self.edges {
                 Some(paths) => Some((
-                    Merged::open(paths)?,
+                    Merged::open(paths, self.budget)?,
                     vec![0u64; (self.rows as usize).div_ceil(64)],
                 )),
                 None => None,
