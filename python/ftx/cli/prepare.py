@@ -161,6 +161,7 @@ def command(
                 threads=run.get("threads"),
                 force=force,
                 progress=display.update,
+                say=lambda line: None if quiet else err_console.print(line),
                 **settings,
             )
 
