@@ -256,3 +256,40 @@ def test_a_folder_whose_parts_disagree_is_refused_before_anything_is_written(
         "this model's"
     ) in cli.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_every_eos_of_generation_config_is_trained_after_the_turn_end(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A reply closed by ``<|im_end|><|endoftext|>``: the config's EOS is ``<|im_end|>``; with
+    generation_config.json listing both, the model learns to write the second too, and the
+    list is in the provenance."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    closing = "{% if m.role == 'assistant' %}<|endoftext|>{% endif %}"
+    config["chat_template"] = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>"
+        + closing
+        + "\n{% endfor %}"
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    data = tmp_path / "d.jsonl"
+    record = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    }
+    data.write_text(json.dumps(record) + "\n")
+
+    def trained(out: str) -> tuple[list[str], ftx.PrepareReport]:
+        r = ftx.prepare(data, model=folder, out=tmp_path / out)
+        ds = ftx.load_dataset(tmp_path / out, split="train")
+        dec = _core.Decoder(model_dir=str(folder))
+        return [s["text"] for s in dec.segments(*ds[0]) if s["trained"]], r
+
+    alone, r0 = trained("one")
+    assert alone == ["Yo<|im_end|>"] and "generation_eos" not in r0.manifest["tokenizer"]
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0]}))
+    both, r1 = trained("two")
+    assert both == ["Yo<|im_end|><|endoftext|>"]
+    assert r1.manifest["tokenizer"]["generation_eos"] == [0, 2]
+    assert r1.provenance != r0.provenance
