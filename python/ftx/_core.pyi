@@ -21,11 +21,13 @@ __all__ = [
     "expand_inputs",
     "file_digest",
     "format_names",
+    "merge",
     "near_duplicates",
     "normalize",
     "num_threads",
     "prepare",
     "prepare_settings",
+    "prepare_shard",
     "preview",
     "prompts",
     "render_chat",
@@ -259,6 +261,55 @@ def prepare(
     """Runs the whole prepare pipeline with the interpreter released; returns the report: the
     manifest written and ``run``, how it ran. ``settings`` is a JSON object of settings
     (``prepare_settings``; unknown keys are refused)."""
+
+@final
+class _ShardManifest(TypedDict):
+    format: str
+    shard_version: int
+    shard: int
+    shards: int
+    provenance: dict[str, Any]
+    hashed: list[int]
+    template: str
+    parts: list[dict[str, Any]]
+    rows: int
+    accepted: int
+    tokens: int
+    signatures: int
+    rejects: int
+    quote_bytes: int
+    files: dict[str, dict[str, Any]]
+
+def prepare_shard(
+    inputs: Sequence[tuple[str | PathLike[str], str | PathLike[str], int]],
+    out_dir: str | PathLike[str],
+    settings: str = "{}",
+    *,
+    index: int,
+    count: int,
+    model_dir: str | PathLike[str] | None = None,
+    tokenizer: str | PathLike[str] | None = None,
+    chat_template: str | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Callable[[dict[str, float]], object] | None = None,
+) -> _ShardManifest:
+    """Runs ``prepare`` on shard ``index`` of ``count`` (0-based): that share of the inputs,
+    processed up to dedup, written to ``out_dir`` as a shard for ``merge``. Returns the shard's
+    manifest. The other arguments are ``prepare``'s."""
+
+def merge(
+    shards: Sequence[str | PathLike[str]],
+    out_dir: str | PathLike[str],
+    *,
+    memory: int | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Callable[[dict[str, float]], object] | None = None,
+) -> _Report:
+    """Merges the shards of one ``prepare_shard`` set into the artifact ``prepare`` writes for
+    the same inputs and settings, byte for byte. ``memory`` bounds what one dedup partition
+    holds (bytes). Returns the report ``prepare`` returns."""
 
 def normalize(record: str, *, format: str | None = None) -> _Chat | _Text | _Rejected:
     """What a template sees of one record (JSON): ``{"format", "messages", "tools"}``,

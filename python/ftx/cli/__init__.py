@@ -17,6 +17,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "doctor": ("ftx.cli.doctor", "What ftx computes on here (device, BLAS, memory) and fixes."),
     "inspect": ("ftx.cli.inspect", "What a dataset holds: counts, lengths, outliers, duplicates."),
     "prepare": ("ftx.cli.prepare", "Raw chat data in, training-ready token arrays out."),
+    "merge": ("ftx.cli.merge", "The shards of `prepare --shard I/N` into one artifact."),
     "fuse": ("ftx.cli.fuse", "Merge an adapter into its base: MLX, GGUF or PEFT output."),
     "train": ("ftx.cli.train", "LoRA, DoRA or full fine-tuning of a local model on MLX."),
     "generate": ("ftx.cli.generate", "A model's answers to a prompt or a JSONL file of them."),

@@ -89,6 +89,12 @@ def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 )
 @click.option("--force", is_flag=True, help="Rebuild even if the artifact is up to date.")
 @click.option(
+    "--shard",
+    metavar="I/N",
+    help="Process only share I of N (0-based) of the inputs into --out as a shard; "
+    "`ftx merge` of all N writes the artifact this command writes without --shard.",
+)
+@click.option(
     "--check-template",
     is_flag=True,
     help="Self-test the chat template on synthetic conversations, show what is trained, exit.",
@@ -103,6 +109,7 @@ def command(
     chat_template: str | None,
     threads: int | None,
     force: bool,
+    shard: str | None,
     check_template: bool,
     as_json: bool,
     quiet: bool,
@@ -115,7 +122,7 @@ def command(
     messages, ShareGPT, Alpaca, prompt/completion, text) are detected per record. Every setting
     is also a key of a --config file (max_length: 2048).
     """
-    from ftx.preparation import check_settings, prepare
+    from ftx.preparation import check_settings, parse_shard, prepare, prepare_shard
     from ftx.report import ProgressDisplay, prepare_table
 
     run, settings = guarded(debug, lambda: _from_file(config_file)) if config_file else ({}, {})
@@ -149,6 +156,35 @@ def command(
     if not run.get("inputs") or run.get("out") is None:
         raise click.UsageError("give INPUTS and --out DIR (or --check-template)")
     show_progress = not quiet and not as_json and sys.stderr.isatty()
+    if shard is not None:
+        spec = guarded(debug, lambda: parse_shard(shard))
+
+        def work_shard() -> Any:
+            with ProgressDisplay(enabled=show_progress) as display:
+                return prepare_shard(
+                    [str(p) for p in run["inputs"]],
+                    out=run["out"],
+                    shard=spec,
+                    model=run.get("model"),
+                    tokenizer=run.get("tokenizer"),
+                    chat_template=run.get("chat_template"),
+                    threads=run.get("threads"),
+                    force=force,
+                    progress=display.update,
+                    **settings,
+                )
+
+        done = guarded(debug, work_shard)
+        if as_json:
+            print_json(done.manifest)
+        elif not quiet:
+            out_console.print(
+                f"shard {done.shard}/{done.shards}: {done.rows} records read, {done.accepted} "
+                f"accepted ({done.tokens} tokens), {done.rejected} rejected, in {done.out_dir}; "
+                f"`ftx merge` all {done.shards} shards for the artifact",
+                highlight=False,
+            )
+        return
 
     def work() -> Any:
         with ProgressDisplay(enabled=show_progress) as display:

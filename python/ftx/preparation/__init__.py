@@ -186,3 +186,104 @@ def prepare(
             progress=progress,
         )
     return PrepareReport.from_report(report)
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What ``prepare_shard`` wrote: one shard of a set, for ``merge``. ``manifest`` is the
+    shard's ``manifest.json``."""
+
+    out_dir: Path
+    shard: int
+    shards: int
+    rows: int
+    accepted: int
+    rejected: int
+    tokens: int
+    manifest: dict[str, Any] = field(repr=False)
+
+
+def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
+    """``"I/N"`` or ``(I, N)`` as ``(I, N)``, checked: ``0 <= I < N``."""
+    if isinstance(shard, str):
+        head, _, tail = shard.partition("/")
+        try:
+            index, count = int(head), int(tail)
+        except ValueError:
+            raise ConfigError(f"shard = {shard!r}: expected I/N, e.g. 0/4") from None
+    else:
+        index, count = shard
+    if not 0 <= index < count:
+        raise ConfigError(f"shard = {index}/{count}: expected I/N with 0 <= I < N")
+    return index, count
+
+
+def prepare_shard(
+    inputs: str | Path | Sequence[str | Path],
+    *,
+    out: str | Path,
+    shard: str | tuple[int, int],
+    model: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    chat_template: str | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Callable[[dict[str, float]], None] | None = None,
+    **settings: Unpack[PrepareSettings],
+) -> ShardReport:
+    """``prepare`` of one share of the inputs (``shard`` is ``"I/N"``, 0-based), written to
+    ``out`` as a shard; ``merge`` of all N shards writes the artifact ``prepare`` would, byte for
+    byte. Every shard is given the same inputs and settings; each reads only its byte range."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads = {threads!r}: must be a whole number, 1 or more")
+    index, count = parse_shard(shard)
+    check_settings(settings, "ftx.prepare")
+    with input_triples(inputs) as triples:
+        m = _core.prepare_shard(
+            triples,
+            str(out),
+            json.dumps(dict(settings), default=str),
+            index=index,
+            count=count,
+            model_dir=None if model is None else str(model),
+            tokenizer=None if tokenizer is None else str(tokenizer),
+            chat_template=chat_template,
+            threads=threads,
+            force=force,
+            progress=progress,
+        )
+    return ShardReport(
+        out_dir=Path(out),
+        shard=m["shard"],
+        shards=m["shards"],
+        rows=m["rows"],
+        accepted=m["accepted"],
+        rejected=m["rejects"],
+        tokens=m["tokens"],
+        manifest=dict(m),
+    )
+
+
+def merge(
+    shards: Sequence[str | Path],
+    *,
+    out: str | Path,
+    memory_mb: int | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> PrepareReport:
+    """The shards of one ``prepare_shard`` set (all N of them, in any order) into the artifact
+    ``prepare`` writes on one machine: the same bytes, the same manifest. ``memory_mb`` bounds
+    what one dedup partition holds (default 256)."""
+    if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 1):
+        raise ConfigError(f"memory_mb = {memory_mb!r}: must be a whole number, 1 or more")
+    report = _core.merge(
+        [str(s) for s in shards],
+        str(out),
+        memory=None if memory_mb is None else memory_mb << 20,
+        threads=threads,
+        force=force,
+        progress=progress,
+    )
+    return PrepareReport.from_report(report)

@@ -47,21 +47,21 @@ pub struct TokenizerDigest {
     pub generation_eos: Vec<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateDigest {
     pub sha256: String,
 }
 
 /// Every input of an artifact, in a fixed order: the provenance hash is the sha256 of this
 /// serialized as compact JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProvenanceBody {
     pub ftx_version: String,
     pub artifact_version: u32,
     pub inputs: Vec<InputDigest>,
     /// The `--decontaminate` files: what they hold decides which records are dropped. Left out
     /// when there are none, so the keys of artifacts made without them stay as they were.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eval_files: Vec<InputDigest>,
     pub tokenizer: TokenizerDigest,
     pub template: Option<TemplateDigest>,
@@ -217,6 +217,35 @@ pub fn provenance(
     tokenizer_path: &Path,
     template: Option<&ChatTemplate>,
 ) -> Result<Provenance> {
+    provenance_hashing(opts, files, tokenizer_path, template, &|_| true)
+}
+
+/// [`provenance`], hashing only the inputs `hash` picks (a shard hashes its own); the others
+/// have an empty sha256, filled in by the merge.
+pub fn provenance_hashing(
+    opts: &PrepareOptions,
+    files: &ModelFiles,
+    tokenizer_path: &Path,
+    template: Option<&ChatTemplate>,
+    hash: &dyn Fn(usize) -> bool,
+) -> Result<Provenance> {
+    let inputs = opts
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let path = input.origin.as_path();
+            let (size, sha256) = match hash(i) {
+                true => sha256_file(path)?,
+                false => (fs_err::metadata(path)?.len(), String::new()),
+            };
+            Ok(InputDigest {
+                path: path.display().to_string(),
+                size,
+                sha256,
+            })
+        })
+        .collect::<Result<_>>()?;
     let digests = |paths: &mut dyn Iterator<Item = &Path>| -> Result<Vec<InputDigest>> {
         paths
             .map(|path| {
@@ -232,7 +261,7 @@ pub fn provenance(
     let body = ProvenanceBody {
         ftx_version: crate::version().to_string(),
         artifact_version: ARTIFACT_VERSION,
-        inputs: digests(&mut opts.inputs.iter().map(|i| i.origin.as_path()))?,
+        inputs,
         eval_files: digests(&mut opts.settings.decontaminate.iter().map(|p| p.as_path()))?,
         tokenizer: TokenizerDigest {
             path: tokenizer_path.display().to_string(),
@@ -247,8 +276,14 @@ pub fn provenance(
         }),
         options: opts.settings.clone(),
     };
-    let hash = sha256_bytes(&serde_json::to_vec(&body).unwrap_or_default());
-    Ok(Provenance { hash, body })
+    Ok(Provenance::of(body))
+}
+
+impl Provenance {
+    pub fn of(body: ProvenanceBody) -> Self {
+        let hash = sha256_bytes(&serde_json::to_vec(&body).unwrap_or_default());
+        Provenance { hash, body }
+    }
 }
 
 /// The manifest of a complete artifact at `out_dir` whose provenance equals `hash`, if any. A

@@ -381,7 +381,7 @@ impl Index {
     }
 }
 
-fn similarity(a: &[u32], b: &[u32]) -> f64 {
+pub(crate) fn similarity(a: &[u32], b: &[u32]) -> f64 {
     let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
     same as f64 / a.len().max(1) as f64
 }

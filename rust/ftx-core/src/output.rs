@@ -3,8 +3,8 @@
 //! Before any work, [`claim`] checks the output path and takes an exclusive lock on it:
 //! a symbolic link is refused (ftx never writes through a link it did not make); a path that
 //! contains an input or the working directory is refused even with `--force`; an existing
-//! path is replaced only when it is an empty folder or a prepared artifact holding nothing but
-//! what its manifest names, anything else only with `--force`. With the lock held, staging
+//! path is replaced only when it is an empty folder, or a prepared artifact or shard holding
+//! nothing but what its manifest names, anything else only with `--force`. With the lock held, staging
 //! folders left by a dead process (`.NAME.*.partial`, `.NAME.*.old`) are removed.
 
 use std::fs::{File, TryLockError};
@@ -96,10 +96,18 @@ fn not_replaceable(target: &Path, is_dir: bool) -> Result<Option<String>> {
     let manifest = std::fs::read_to_string(target.join(MANIFEST))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    let Some(manifest) = manifest.filter(|m| m["format"] == PREPARED) else {
-        return Ok(Some("is a folder that is not a prepared artifact".into()));
+    let Some(manifest) =
+        manifest.filter(|m| m["format"] == PREPARED || m["format"] == crate::shard::SHARD)
+    else {
+        return Ok(Some(
+            "is a folder that is not a prepared artifact or shard".into(),
+        ));
     };
-    let mut own: Vec<String> = OWN_FILES.iter().map(|s| s.to_string()).collect();
+    let mut own: Vec<String> = OWN_FILES
+        .iter()
+        .chain(&crate::shard::SHARD_FILES)
+        .map(|s| s.to_string())
+        .collect();
     own.push(MANIFEST.into());
     for split in manifest["splits"].as_object().into_iter().flatten() {
         for file in split.1["files"].as_object().into_iter().flatten() {

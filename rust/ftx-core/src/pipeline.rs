@@ -22,7 +22,7 @@ use crate::formats::{normalize, Format, FormatOptions};
 use crate::manifest;
 use crate::neardup::{record_words, Index, MinHasher, Params, Signature, Verdict};
 use crate::options::{num_threads, LengthPolicy, PrepareOptions};
-use crate::reader::{read_input, RawKind, RawRecord, MAX_RECORD_BYTES};
+use crate::reader::{read_input, read_range, RawKind, RawRecord, Region, MAX_RECORD_BYTES};
 use crate::reject::{Reject, RejectCode};
 use crate::split::{unit, Split, SplitSize, Splitter};
 use crate::stats::SplitStats;
@@ -50,21 +50,35 @@ pub struct Progress {
 
 /// What one worker made of one record. The raw bytes move along (never copied): a reject or a
 /// duplicate quotes them.
-struct Processed {
-    source: u32,
-    line: u64,
-    offset: u64,
-    is_chat: bool,
-    bytes: Vec<u8>,
-    outcome: std::result::Result<Accepted, Reject>,
+pub(crate) struct Processed {
+    pub(crate) source: u32,
+    pub(crate) line: u64,
+    pub(crate) offset: u64,
+    pub(crate) is_chat: bool,
+    /// The record's bytes, or (read back from a shard) as many of them as its excerpt needs.
+    pub(crate) bytes: Vec<u8>,
+    /// How many bytes the record has.
+    pub(crate) len: usize,
+    /// What dedup and the split read, for a record that parsed and is not contaminated.
+    pub(crate) parsed: Option<Parsed>,
+    pub(crate) outcome: std::result::Result<Accepted, Reject>,
     /// The other record a reject names, where it names one.
-    link: Link,
+    pub(crate) link: Link,
+}
+
+/// What dedup and the split know of a record once it parsed, before it is rendered.
+pub(crate) struct Parsed {
+    pub(crate) fp: u128,
+    /// The record's point in [0, 1) that decides its split.
+    pub(crate) unit: f64,
+    /// With near-dedup, its signature (none for a record without words).
+    pub(crate) near: Option<Signature>,
 }
 
 /// The other record a reject names: the kept one of a duplicate or near duplicate, the
 /// evaluation record a contaminated one shares n-grams with.
-#[derive(Debug, Default, Serialize)]
-struct Link {
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub(crate) struct Link {
     #[serde(skip_serializing_if = "Option::is_none")]
     kept_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,34 +95,30 @@ struct Link {
     shared_ngrams: Option<usize>,
 }
 
-struct Accepted {
-    fp: u128,
-    split: Split,
-    encoded: Encoded,
-    truncated: bool,
-    format: Format,
-    turns: u64,
-    /// With near-dedup: the signature (none for a record without words).
-    near: Option<Option<Signature>>,
+pub(crate) struct Accepted {
+    pub(crate) encoded: Encoded,
+    pub(crate) truncated: bool,
+    pub(crate) format: Format,
+    pub(crate) turns: u64,
 }
 
 /// Everything a worker needs, shared read-only across threads.
-struct Engine {
-    encoder: Encoder,
-    template: Option<ChatTemplate>,
-    template_label: String,
-    format_opts: FormatOptions,
-    seed: u64,
-    splitter: Splitter,
-    near: Option<MinHasher>,
-    eval: Option<EvalNgrams>,
-    opts: PrepareOptions,
+pub(crate) struct Engine {
+    pub(crate) encoder: Encoder,
+    pub(crate) template: Option<ChatTemplate>,
+    pub(crate) template_label: String,
+    pub(crate) format_opts: FormatOptions,
+    pub(crate) seed: u64,
+    pub(crate) splitter: Splitter,
+    pub(crate) near: Option<MinHasher>,
+    pub(crate) eval: Option<EvalNgrams>,
+    pub(crate) opts: PrepareOptions,
 }
 
 impl Engine {
     /// The model's encoder and template and the format options; the splitter is set by
     /// [`splitter`] once the caller knows the run goes ahead.
-    fn load(opts: PrepareOptions) -> Result<(Self, ModelFiles, PathBuf)> {
+    pub(crate) fn load(opts: PrepareOptions) -> Result<(Self, ModelFiles, PathBuf)> {
         let (encoder, files, tokenizer_path) = crate::model::load(&opts)?;
         let (template, template_label) = crate::model::template(&opts, &files)?;
         let format_opts = FormatOptions {
@@ -149,7 +159,7 @@ impl Engine {
     }
 }
 
-fn worker_pool(threads: usize) -> Result<rayon::ThreadPool> {
+pub(crate) fn worker_pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("ftx-worker-{i}"))
@@ -175,50 +185,121 @@ pub fn prepare(
         &tokenizer_path,
         engine.template.as_ref(),
     )?;
-
+    let out_dir = engine.opts.out_dir.clone();
     if !engine.opts.force {
-        if let Some(cached) = manifest::cached(&engine.opts.out_dir, &provenance.hash)? {
-            return Ok(manifest::Report {
-                manifest: cached,
-                run: manifest::Run {
-                    cached: true,
-                    seconds: started.elapsed().as_secs_f64(),
-                    threads,
-                    records_per_s: None,
-                    tokens_per_s: None,
-                    out_dir: engine.opts.out_dir.display().to_string(),
-                },
-            });
+        if let Some(report) = cached_report(&out_dir, &provenance.hash, started, threads)? {
+            return Ok(report);
         }
     }
-
-    // The evaluation files are inputs too: --out may not hold or replace one.
-    let inputs: Vec<PathBuf> = engine
-        .opts
-        .inputs
-        .iter()
-        .map(|i| i.origin.clone())
-        .chain(engine.opts.settings.decontaminate.iter().cloned())
-        .collect();
     // Held until the artifact is published: a second prepare of this --out fails at once.
-    let _claim = crate::output::claim(&engine.opts.out_dir, &inputs, engine.opts.force)?;
+    let _claim = crate::output::claim(&out_dir, &engine.protected(), engine.opts.force)?;
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
 
-    let staging = StagingDir::new(&engine.opts.out_dir)?;
-    let mut sink = Sink::new(ArtifactStore::create(staging.path())?, &engine);
-    let prog = run_pass(
-        &engine, threads, cancel, &pool, &mut sink, started, progress, true,
+    let staging = StagingDir::new(&out_dir)?;
+    let mut sink = Sink::new(
+        ArtifactStore::create(staging.path())?,
+        Rules::of(&engine),
+        Judge::memory(&engine.opts.settings),
+    );
+    let (prog, _) = run_pass(
+        &engine,
+        &whole(&engine),
+        threads,
+        cancel,
+        &pool,
+        &mut sink,
+        started,
+        progress,
+        true,
     )
     .inspect_err(|_| {
-        sink.salvage_rejects(&engine.opts.out_dir);
+        sink.salvage_rejects(&out_dir);
     })?;
+    let max_reject_ratio = engine.opts.settings.max_reject_ratio;
+    let manifest = publish(
+        sink,
+        prog.records,
+        &provenance,
+        staging,
+        max_reject_ratio,
+        &out_dir,
+    )?;
+    Ok(ran(manifest, started, threads, prog.tokens, &out_dir))
+}
 
-    let total = prog.records;
+impl Engine {
+    /// What `--out` may not hold or replace: the inputs, and the evaluation files, inputs too.
+    pub(crate) fn protected(&self) -> Vec<PathBuf> {
+        self.opts
+            .inputs
+            .iter()
+            .map(|i| i.origin.clone())
+            .chain(self.opts.settings.decontaminate.iter().cloned())
+            .collect()
+    }
+}
+
+/// The report of a run that found its artifact already made.
+pub(crate) fn cached_report(
+    out_dir: &Path,
+    hash: &str,
+    started: Instant,
+    threads: usize,
+) -> Result<Option<manifest::Report>> {
+    Ok(
+        manifest::cached(out_dir, hash)?.map(|manifest| manifest::Report {
+            manifest,
+            run: manifest::Run {
+                cached: true,
+                seconds: started.elapsed().as_secs_f64(),
+                threads,
+                records_per_s: None,
+                tokens_per_s: None,
+                out_dir: out_dir.display().to_string(),
+            },
+        }),
+    )
+}
+
+/// The report of a run that wrote its artifact.
+pub(crate) fn ran(
+    manifest: manifest::Manifest,
+    started: Instant,
+    threads: usize,
+    tokens: u64,
+    out_dir: &Path,
+) -> manifest::Report {
+    let secs = started.elapsed().as_secs_f64();
+    let records = manifest.records_read;
+    manifest::Report {
+        manifest,
+        run: manifest::Run {
+            cached: false,
+            seconds: secs,
+            threads,
+            records_per_s: Some(records as f64 / secs.max(1e-9)),
+            tokens_per_s: Some(tokens as f64 / secs.max(1e-9)),
+            out_dir: out_dir.display().to_string(),
+        },
+    }
+}
+
+/// The end of `prepare` and `merge` alike, once every record was taken: the limits checked, the
+/// manifest written and the artifact published in one rename. Nothing is published when a
+/// limit stops it; the rejects are kept beside `out_dir`.
+pub(crate) fn publish(
+    mut sink: Sink<ArtifactStore>,
+    total: u64,
+    provenance: &manifest::Provenance,
+    staging: StagingDir,
+    max_reject_ratio: Option<f64>,
+    out_dir: &Path,
+) -> Result<manifest::Manifest> {
     // Near duplicates and contaminated records were asked to be dropped: they are not bad data.
     let rejected = sink.rejected_total() - sink.filtered();
-    if let Some(max) = engine.opts.settings.max_reject_ratio {
+    if let Some(max) = max_reject_ratio {
         if total > 0 && rejected as f64 / total as f64 > max {
-            let kept = sink.salvage_rejects(&engine.opts.out_dir);
+            let kept = sink.salvage_rejects(out_dir);
             return Err(Error::Data(format!(
                 "{rejected} of {total} records rejected ({:.1}%), above --max-reject-ratio {max}; \
                  nothing was written. Reasons: {}. Rejected records: {}",
@@ -230,7 +311,7 @@ pub fn prepare(
         }
     }
     if sink.accepted() == 0 {
-        let kept = sink.salvage_rejects(&engine.opts.out_dir);
+        let kept = sink.salvage_rejects(out_dir);
         return Err(Error::Data(format!(
             "no usable record in {total} read ({}); rejected records: {}",
             sink.reject_summary(),
@@ -238,23 +319,11 @@ pub fn prepare(
                 .unwrap_or_else(|| "(none)".into()),
         )));
     }
-
-    let results = sink.finish(&engine, total)?;
-    let manifest = manifest::build(&provenance, results);
+    let results = sink.finish(total)?;
+    let manifest = manifest::build(provenance, results);
     manifest::write(staging.path(), &manifest)?;
     staging.publish()?;
-    let secs = started.elapsed().as_secs_f64();
-    Ok(manifest::Report {
-        manifest,
-        run: manifest::Run {
-            cached: false,
-            seconds: secs,
-            threads,
-            records_per_s: Some(total as f64 / secs.max(1e-9)),
-            tokens_per_s: Some(prog.tokens as f64 / secs.max(1e-9)),
-            out_dir: engine.opts.out_dir.display().to_string(),
-        },
-    })
+    Ok(manifest)
 }
 
 /// One split's arrays, as `prepare` would write them.
@@ -297,15 +366,26 @@ pub fn collect(
     let pool = worker_pool(threads)?;
     let (mut engine, _, _) = Engine::load(opts)?;
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
-    let mut sink = Sink::new(MemoryStore::default(), &engine);
-    let prog = run_pass(
-        &engine, threads, cancel, &pool, &mut sink, started, progress, false,
+    let mut sink = Sink::new(
+        MemoryStore::default(),
+        Rules::of(&engine),
+        Judge::memory(&engine.opts.settings),
+    );
+    let (prog, _) = run_pass(
+        &engine,
+        &whole(&engine),
+        threads,
+        cancel,
+        &pool,
+        &mut sink,
+        started,
+        progress,
+        false,
     )?;
     let Sink {
         store,
-        stats: _,
         reject_counts,
-        dedup,
+        duplicates,
         ..
     } = sink;
     Ok(Collected {
@@ -317,7 +397,7 @@ pub fn collect(
             .collect(),
         template: engine.template_label.clone(),
         records_read: prog.records,
-        duplicates: dedup.duplicates(),
+        duplicates,
         rejected: reject_counts.values().sum(),
         rejects: reject_counts
             .into_iter()
@@ -329,23 +409,43 @@ pub fn collect(
     })
 }
 
-/// The one pass over the inputs: every record read, processed on the pool and handed to `sink`
-/// in input order. With `limits`, a template failing on most conversations stops it.
+/// What one pass reads of one input: all of it, or the records that start in a byte range
+/// (see [`crate::reader::read_range`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) source: u32,
+    pub(crate) range: Option<(u64, u64)>,
+}
+
+/// Every input, whole: what one machine reads.
+pub(crate) fn whole(engine: &Engine) -> Vec<Part> {
+    (0..engine.opts.inputs.len() as u32)
+        .map(|source| Part {
+            source,
+            range: None,
+        })
+        .collect()
+}
+
+/// The one pass over the inputs: every record of `parts` read, processed on the pool and handed
+/// to `taker` in input order. With `limits`, a template failing on most conversations stops it.
+/// Returns the counters and, for each ranged part, the region it read.
 #[allow(clippy::too_many_arguments)]
-fn run_pass<S: Store>(
+pub(crate) fn run_pass<T: Taker>(
     engine: &Engine,
+    parts: &[Part],
     threads: usize,
     cancel: &AtomicBool,
     pool: &rayon::ThreadPool,
-    sink: &mut Sink<S>,
+    taker: &mut T,
     started: Instant,
     progress: &(dyn Fn(&Progress) + Sync),
     limits: bool,
-) -> Result<Progress> {
+) -> Result<(Progress, Vec<Region>)> {
     let mut prog = Progress::default();
     let mut chat_seen = 0u64;
     let mut chat_failed = 0u64;
-    for_each_batch(engine, threads, cancel, pool, |batch| {
+    let regions = for_each_batch(engine, parts, threads, cancel, pool, |batch| {
         for p in batch {
             prog.records += 1;
             if p.is_chat {
@@ -356,16 +456,13 @@ fn run_pass<S: Store>(
                     }
                 }
             }
-            sink.take(engine, p)?;
+            taker.take(p)?;
         }
-        prog.accepted = sink.accepted();
-        prog.rejected = sink.rejected_total();
-        prog.duplicates = sink.dedup.duplicates();
-        prog.tokens = sink.tokens();
+        taker.count(&mut prog);
         prog.elapsed_s = started.elapsed().as_secs_f64();
         progress(&prog);
         if limits && chat_seen >= TEMPLATE_CHECK_AFTER && chat_failed * 2 > chat_seen {
-            let kept = sink.salvage_rejects(&engine.opts.out_dir);
+            let kept = taker.salvage_rejects(&engine.opts.out_dir);
             return Err(Error::Template(format!(
                 "chat template {} failed on {chat_failed} of the first {chat_seen} conversations \
                  (template error or assistant content not found in the render); examples in {}; \
@@ -377,50 +474,58 @@ fn run_pass<S: Store>(
         }
         Ok(())
     })?;
-    Ok(prog)
+    Ok((prog, regions))
 }
 
-/// Reads all inputs on one thread and processes them on the pool in batches of chunks, calling
-/// `merge` with each batch's results in input order.
+/// Reads `parts` on one thread and processes them on the pool in batches of chunks, calling
+/// `merge` with each batch's results in input order. Returns the regions of the ranged parts.
 fn for_each_batch(
     engine: &Engine,
+    parts: &[Part],
     threads: usize,
     cancel: &AtomicBool,
     pool: &rayon::ThreadPool,
     mut merge: impl FnMut(Vec<Processed>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<Region>> {
     let batch_chunks = threads * 2;
     let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<RawRecord>>>(batch_chunks * 2);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
+            let mut regions = Vec::new();
             let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
-            for (i, input) in engine.opts.inputs.iter().enumerate() {
+            for part in parts {
+                let input = &engine.opts.inputs[part.source as usize];
                 let mut alive = true;
-                let r = read_input(
-                    input,
-                    i as u32,
-                    engine.opts.settings.text_unit,
-                    &mut |raw| {
-                        chunk.push(raw);
-                        if chunk.len() == CHUNK_RECORDS {
-                            let full =
-                                std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
-                            alive = tx.send(Ok(full)).is_ok();
-                        }
-                        alive
-                    },
-                );
+                let mut emit = |raw| {
+                    chunk.push(raw);
+                    if chunk.len() == CHUNK_RECORDS {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
+                        alive = tx.send(Ok(full)).is_ok();
+                    }
+                    alive
+                };
+                let r = match part.range {
+                    None => read_input(
+                        input,
+                        part.source,
+                        engine.opts.settings.text_unit,
+                        &mut emit,
+                    ),
+                    Some(range) => read_range(input, part.source, range, &mut emit)
+                        .map(|region| regions.push(region)),
+                };
                 if let Err(e) = r {
                     let _ = tx.send(Err(e));
-                    return;
+                    return regions;
                 }
                 if !alive {
-                    return;
+                    return regions;
                 }
             }
             if !chunk.is_empty() {
                 let _ = tx.send(Ok(chunk));
             }
+            regions
         });
         let result = (|| {
             let mut done = false;
@@ -450,14 +555,18 @@ fn for_each_batch(
         })();
         // Unblock the reader if we stopped early, then wait for it.
         drop(rx);
-        let _ = reader.join();
-        result
+        let regions = reader
+            .join()
+            .map_err(|_| Error::Internal("the reader thread panicked".into()));
+        result?;
+        regions
     })
 }
 
 fn located(
     raw: RawRecord,
     is_chat: bool,
+    parsed: Option<Parsed>,
     outcome: std::result::Result<Accepted, Reject>,
 ) -> Processed {
     Processed {
@@ -465,7 +574,9 @@ fn located(
         line: raw.line,
         offset: raw.offset,
         is_chat,
+        len: raw.bytes.len(),
         bytes: raw.bytes,
+        parsed,
         outcome,
         link: Link::default(),
     }
@@ -504,7 +615,7 @@ fn contaminated(engine: &Engine, raw: RawRecord, at: (u32, u64), shared: usize) 
             shared_ngrams: Some(shared),
             ..Link::default()
         },
-        ..located(raw, false, Err(reject))
+        ..located(raw, false, None, Err(reject))
     }
 }
 
@@ -581,10 +692,10 @@ fn parse(engine: &Engine, raw: &RawRecord) -> std::result::Result<(Format, Recor
     normalize(value, &engine.format_opts)
 }
 
-fn process(engine: &Engine, raw: RawRecord) -> Processed {
+pub(crate) fn process(engine: &Engine, raw: RawRecord) -> Processed {
     let (format, record) = match parse(engine, &raw) {
         Ok(r) => r,
-        Err(rej) => return located(raw, false, Err(rej)),
+        Err(rej) => return located(raw, false, None, Err(rej)),
     };
     let is_chat = matches!(record, Record::Chat { .. });
     let turns = match &record {
@@ -598,10 +709,12 @@ fn process(engine: &Engine, raw: RawRecord) -> Processed {
     if let Some((at, shared)) = contamination(engine, &words) {
         return contaminated(engine, raw, at, shared);
     }
-    let near = engine.near.as_ref().map(|h| h.signature(&words));
     let canonical = record.canonical_bytes();
-    let fp = fingerprint(&canonical);
-    let split = engine.splitter.assign(unit(&canonical, engine.seed));
+    let parsed = Parsed {
+        fp: fingerprint(&canonical),
+        unit: unit(&canonical, engine.seed),
+        near: engine.near.as_ref().and_then(|h| h.signature(&words)),
+    };
     let encoded = match &record {
         Record::Text { text } => engine.encoder.encode_text(text),
         Record::Chat { messages, tools } => match &engine.template {
@@ -619,15 +732,12 @@ fn process(engine: &Engine, raw: RawRecord) -> Processed {
     let outcome = encoded
         .and_then(|enc| apply_length_policy(engine, enc))
         .map(|(encoded, truncated)| Accepted {
-            fp,
-            split,
             encoded,
             truncated,
             format,
             turns,
-            near,
         });
-    located(raw, is_chat, outcome)
+    located(raw, is_chat, Some(parsed), outcome)
 }
 
 fn apply_length_policy(
@@ -662,17 +772,23 @@ fn apply_length_policy(
     }
 }
 
+/// The splitter of two ratios, which needs no pass over the data; `None` when a size is a count.
+pub(crate) fn ratio_splitter(settings: &crate::options::Settings) -> Result<Option<Splitter>> {
+    match (settings.valid, settings.test) {
+        (SplitSize::Ratio(v), SplitSize::Ratio(t)) if v + t >= 1.0 => Err(Error::Config(format!(
+            "--valid {v} and --test {t} leave nothing to train on"
+        ))),
+        (SplitSize::Ratio(v), SplitSize::Ratio(t)) => Ok(Some(Splitter { valid: v, test: t })),
+        _ => Ok(None),
+    }
+}
+
 /// Decides the split thresholds. Ratios need nothing; counts need the units of every distinct
 /// usable record first, from a quick parse-only pass.
 fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
     let (valid, test) = (engine.opts.settings.valid, engine.opts.settings.test);
-    if let (SplitSize::Ratio(v), SplitSize::Ratio(t)) = (valid, test) {
-        if v + t >= 1.0 {
-            return Err(Error::Config(format!(
-                "--valid {v} and --test {t} leave nothing to train on"
-            )));
-        }
-        return Ok(Splitter { valid: v, test: t });
+    if let Some(s) = ratio_splitter(&engine.opts.settings)? {
+        return Ok(s);
     }
     // The records the main pass keeps, as far as it can be known before rendering: distinct,
     // not near duplicates, not contaminated.
@@ -732,7 +848,7 @@ fn splitter(engine: &Engine, cancel: &AtomicBool) -> Result<Splitter> {
 
 /// Where accepted records and rejects go: the artifact's files ([`ArtifactStore`]) or memory
 /// ([`MemoryStore`], for `inspect`).
-trait Store {
+pub(crate) trait Store {
     /// One accepted record: its tokens, mask and [`manifest::RECORD_COLUMNS`] row.
     fn record(&mut self, split: Split, ids: &[u32], mask: &[u8], row: &[u64]) -> Result<()>;
     fn reject(&mut self, line: &RejectLine) -> Result<()>;
@@ -740,62 +856,138 @@ trait Store {
     fn keep_rejects(&mut self, out_dir: &Path) -> Option<PathBuf>;
 }
 
-/// The merging end: the counters, dedup, and the store records and rejects go to.
-struct Sink<S> {
-    store: S,
-    stats: BTreeMap<Split, SplitStats>,
-    reject_counts: BTreeMap<&'static str, u64>,
-    dedup: Dedup,
-    dedup_on: bool,
-    /// With near-dedup: the index, and where each record it kept was read.
-    near: Option<(Index, Vec<(u32, u64)>)>,
+/// What the merging end needs of the run, whichever pass feeds it (`prepare`'s workers, or
+/// `merge` reading shards).
+pub(crate) struct Rules {
+    /// Each input's name, as rejects quote it.
+    pub(crate) files: Vec<String>,
+    pub(crate) length_error: bool,
+    pub(crate) splitter: Splitter,
+    pub(crate) template_label: String,
 }
 
-impl<S: Store> Sink<S> {
-    fn new(store: S, engine: &Engine) -> Self {
-        Sink {
-            store,
-            stats: Split::ALL
-                .into_iter()
-                .map(|s| (s, SplitStats::default()))
+impl Rules {
+    pub(crate) fn of(engine: &Engine) -> Self {
+        Rules {
+            files: engine
+                .opts
+                .inputs
+                .iter()
+                .map(|i| i.origin.display().to_string())
                 .collect(),
-            reject_counts: BTreeMap::new(),
-            dedup: Dedup::default(),
-            dedup_on: engine.opts.settings.dedup,
-            near: engine
-                .near
-                .as_ref()
-                .map(|h| (Index::new(h.params()), Vec::new())),
+            length_error: engine.opts.settings.length_policy == LengthPolicy::Error,
+            splitter: engine.splitter,
+            template_label: engine.template_label.clone(),
+        }
+    }
+}
+
+/// Where a record was read: its input and line.
+pub(crate) type Origin = (u32, u64);
+
+/// What dedup makes of an accepted record.
+pub(crate) enum Verdict3 {
+    Unique,
+    /// An exact copy of the record kept there.
+    Duplicate(Origin),
+    /// A near duplicate of the record kept there, with the estimated similarity.
+    Near(Origin, f64),
+}
+
+/// Decides on each accepted record in input order: in memory (`prepare`), or from what the
+/// merge resolved on disk beforehand ([`crate::resolve::Decider`]). Both give the same answers.
+pub(crate) enum Judge {
+    Memory {
+        dedup: Option<Dedup>,
+        /// With near-dedup: the index, and where each record it kept was read.
+        near: Option<(Index, Vec<Origin>)>,
+    },
+    Resolved(crate::resolve::Decider),
+}
+
+impl Judge {
+    pub(crate) fn memory(settings: &crate::options::Settings) -> Self {
+        Judge::Memory {
+            dedup: settings.dedup.then(Dedup::default),
+            near: settings
+                .near_dedup
+                .then(|| (Index::new(&Params::of(settings)), Vec::new())),
         }
     }
 
-    fn take(&mut self, engine: &Engine, p: Processed) -> Result<()> {
-        let inputs = &engine.opts.inputs;
-        let file = &inputs[p.source as usize].origin;
-        let (reject, link) = match p.outcome {
-            Err(reject) => {
-                if reject.code == RejectCode::TooLong
-                    && engine.opts.settings.length_policy == LengthPolicy::Error
-                {
+    /// `idx` counts every record of the pass (accepted or not), in input order.
+    fn judge(&mut self, idx: u64, parsed: &mut Parsed, at: Origin) -> Result<Verdict3> {
+        match self {
+            Judge::Memory { dedup, near } => {
+                if let Some(first) = dedup.as_mut().and_then(|d| d.kept(parsed.fp, at)) {
+                    return Ok(Verdict3::Duplicate(first));
+                }
+                let (Some((index, kept)), Some(sig)) = (near.as_mut(), parsed.near.take()) else {
+                    return Ok(Verdict3::Unique);
+                };
+                Ok(match index.offer(sig) {
+                    Verdict::Kept(_) => {
+                        kept.push(at);
+                        Verdict3::Unique
+                    }
+                    Verdict::Duplicate { of, similarity } => Verdict3::Near(kept[of], similarity),
+                })
+            }
+            Judge::Resolved(decider) => decider.decide(idx, parsed.near.is_some()),
+        }
+    }
+}
+
+/// What a pass hands its records to, in input order: the merging end ([`Sink`]) or a shard's
+/// files ([`crate::shard::ShardWriter`]).
+pub(crate) trait Taker {
+    fn take(&mut self, p: Processed) -> Result<()>;
+    /// The counters shown while the pass runs.
+    fn count(&self, prog: &mut Progress);
+    /// When the run fails, keeps the rejects beside `out_dir`; where they were kept.
+    fn salvage_rejects(&mut self, out_dir: &Path) -> Option<PathBuf>;
+}
+
+/// The merging end: the counters, dedup, and the store records and rejects go to.
+pub(crate) struct Sink<S> {
+    store: S,
+    rules: Rules,
+    judge: Judge,
+    stats: BTreeMap<Split, SplitStats>,
+    reject_counts: BTreeMap<&'static str, u64>,
+    duplicates: u64,
+    /// Records taken so far.
+    taken: u64,
+}
+
+impl<S: Store> Taker for Sink<S> {
+    fn take(&mut self, p: Processed) -> Result<()> {
+        let idx = self.taken;
+        self.taken += 1;
+        let file = &self.rules.files[p.source as usize];
+        let (reject, link) = match (p.outcome, p.parsed) {
+            (Err(reject), _) => {
+                if reject.code == RejectCode::TooLong && self.rules.length_error {
                     return Err(Error::Data(format!(
-                        "{}:{}: {} (--length-policy error)",
-                        file.display(),
-                        p.line,
-                        reject.message
+                        "{file}:{}: {} (--length-policy error)",
+                        p.line, reject.message
                     )));
                 }
                 *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
                 (reject, p.link)
             }
-            Ok(a) => {
-                let first = match self.dedup_on {
-                    true => self.dedup.kept(a.fp, (p.source, p.line)),
-                    false => None,
-                };
-                match first {
+            (Ok(_), None) => {
+                return Err(Error::Internal(format!(
+                    "{file}:{}: an accepted record without its fingerprint",
+                    p.line
+                )))
+            }
+            (Ok(a), Some(mut parsed)) => {
+                match self.judge.judge(idx, &mut parsed, (p.source, p.line))? {
                     // Counted in `duplicates`, not among the rejects: a copy is no bad record.
-                    Some((source, line)) => {
-                        let kept = inputs[source as usize].origin.display().to_string();
+                    Verdict3::Duplicate((source, line)) => {
+                        self.duplicates += 1;
+                        let kept = self.rules.files[source as usize].clone();
                         let reject = Reject::new(
                             RejectCode::Duplicate,
                             format!("an exact copy of the record at {kept}:{line}, which was kept"),
@@ -807,33 +999,46 @@ impl<S: Store> Sink<S> {
                         };
                         (reject, link)
                     }
-                    None => {
-                        if let Some(near) = self.near_duplicate(engine, a.near, (p.source, p.line))
-                        {
-                            *self.reject_counts.entry(near.0.code.as_str()).or_default() += 1;
-                            near
-                        } else {
-                            let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
-                            let row = [
-                                u64::from(p.source),
-                                p.line,
-                                Format::ALL.iter().position(|&f| f == a.format).unwrap_or(0) as u64,
-                                a.turns,
-                            ];
-                            self.store
-                                .record(a.split, &a.encoded.ids, &a.encoded.mask, &row)?;
-                            if let Some(s) = self.stats.get_mut(&a.split) {
-                                s.add(a.encoded.ids.len(), trained, a.truncated);
-                            }
-                            return Ok(());
+                    Verdict3::Near((source, line), similarity) => {
+                        let kept_file = self.rules.files[source as usize].clone();
+                        let reject = Reject::new(
+                            RejectCode::NearDuplicate,
+                            format!(
+                                "a near duplicate (estimated Jaccard similarity {similarity:.3}) \
+                                 of {kept_file}:{line}, which was kept"
+                            ),
+                        );
+                        *self.reject_counts.entry(reject.code.as_str()).or_default() += 1;
+                        let link = Link {
+                            kept_file: Some(kept_file),
+                            kept_line: Some(line),
+                            similarity: Some(similarity),
+                            ..Link::default()
+                        };
+                        (reject, link)
+                    }
+                    Verdict3::Unique => {
+                        let split = self.rules.splitter.assign(parsed.unit);
+                        let trained = a.encoded.mask.iter().filter(|&&m| m != 0).count();
+                        let row = [
+                            u64::from(p.source),
+                            p.line,
+                            Format::ALL.iter().position(|&f| f == a.format).unwrap_or(0) as u64,
+                            a.turns,
+                        ];
+                        self.store
+                            .record(split, &a.encoded.ids, &a.encoded.mask, &row)?;
+                        if let Some(s) = self.stats.get_mut(&split) {
+                            s.add(a.encoded.ids.len(), trained, a.truncated);
                         }
+                        return Ok(());
                     }
                 }
             }
         };
-        let (record, record_bytes) = record_excerpt(&p.bytes);
+        let (record, record_bytes) = record_excerpt(&p.bytes, p.len);
         self.store.reject(&RejectLine {
-            file: file.display().to_string(),
+            file: file.clone(),
             line: p.line,
             offset: p.offset,
             code: reject.code.as_str(),
@@ -845,40 +1050,34 @@ impl<S: Store> Sink<S> {
         })
     }
 
-    /// With near-dedup, a record whose signature is close to one already kept: its reject and
-    /// the kept record it names. Otherwise the record is entered into the index as kept.
-    fn near_duplicate(
-        &mut self,
-        engine: &Engine,
-        near: Option<Option<Signature>>,
-        at: (u32, u64),
-    ) -> Option<(Reject, Link)> {
-        let ((index, kept), Some(Some(sig))) = (self.near.as_mut()?, near) else {
+    fn count(&self, prog: &mut Progress) {
+        prog.accepted = self.accepted();
+        prog.rejected = self.rejected_total();
+        prog.duplicates = self.duplicates;
+        prog.tokens = self.tokens();
+    }
+
+    fn salvage_rejects(&mut self, out_dir: &Path) -> Option<PathBuf> {
+        if self.rejected_total() == 0 {
             return None;
-        };
-        match index.offer(sig) {
-            Verdict::Kept(_) => {
-                kept.push(at);
-                None
-            }
-            Verdict::Duplicate { of, similarity } => {
-                let (source, line) = kept[of];
-                let kept_file = engine.opts.inputs[source as usize].origin.display();
-                let reject = Reject::new(
-                    RejectCode::NearDuplicate,
-                    format!(
-                        "a near duplicate (estimated Jaccard similarity {similarity:.3}) of \
-                         {kept_file}:{line}, which was kept"
-                    ),
-                );
-                let link = Link {
-                    kept_file: Some(kept_file.to_string()),
-                    kept_line: Some(line),
-                    similarity: Some(similarity),
-                    ..Link::default()
-                };
-                Some((reject, link))
-            }
+        }
+        self.store.keep_rejects(out_dir)
+    }
+}
+
+impl<S: Store> Sink<S> {
+    pub(crate) fn new(store: S, rules: Rules, judge: Judge) -> Self {
+        Sink {
+            store,
+            rules,
+            judge,
+            stats: Split::ALL
+                .into_iter()
+                .map(|s| (s, SplitStats::default()))
+                .collect(),
+            reject_counts: BTreeMap::new(),
+            duplicates: 0,
+            taken: 0,
         }
     }
 
@@ -912,22 +1111,16 @@ impl<S: Store> Sink<S> {
             .collect::<Vec<_>>()
             .join(", ")
     }
-
-    fn salvage_rejects(&mut self, out_dir: &Path) -> Option<PathBuf> {
-        if self.rejected_total() == 0 {
-            return None;
-        }
-        self.store.keep_rejects(out_dir)
-    }
 }
 
 impl Sink<ArtifactStore> {
-    fn finish(self, engine: &Engine, records_read: u64) -> Result<manifest::Results> {
+    fn finish(self, records_read: u64) -> Result<manifest::Results> {
         let Sink {
             store,
+            rules,
             stats,
             reject_counts,
-            dedup,
+            duplicates,
             ..
         } = self;
         let mut files = store.finish()?;
@@ -951,21 +1144,21 @@ impl Sink<ArtifactStore> {
         }
         Ok(manifest::Results {
             records_read,
-            duplicates: dedup.duplicates(),
+            duplicates,
             rejected: reject_counts.values().sum::<u64>(),
             rejects: reject_counts
                 .into_iter()
                 .map(|(code, n)| (code.to_string(), n))
                 .collect(),
             rejects_file: "rejects.jsonl".into(),
-            template: engine.template_label.clone(),
+            template: rules.template_label,
             splits,
         })
     }
 }
 
 /// The artifact's files: one set of arrays per split and the rejects file.
-struct ArtifactStore {
+pub(crate) struct ArtifactStore {
     dir: PathBuf,
     writers: BTreeMap<Split, manifest::PerArray<NpyWriter>>,
     rejects: BufWriter<fs_err::File>,
@@ -973,7 +1166,7 @@ struct ArtifactStore {
 }
 
 impl ArtifactStore {
-    fn create(dir: &Path) -> Result<Self> {
+    pub(crate) fn create(dir: &Path) -> Result<Self> {
         let mut writers = BTreeMap::new();
         for split in Split::ALL {
             let file = |array: &str| dir.join(format!("{}.{array}.npy", split.as_str()));
@@ -1138,7 +1331,7 @@ impl Store for MemoryStore {
 
 /// One line of `rejects.jsonl`.
 #[derive(Serialize)]
-struct RejectLine<'a> {
+pub(crate) struct RejectLine<'a> {
     file: String,
     line: u64,
     offset: u64,
@@ -1155,9 +1348,9 @@ struct RejectLine<'a> {
 }
 
 /// The record as JSON when it parses and is small; otherwise a bounded string excerpt and the
-/// record's size.
-fn record_excerpt(bytes: &[u8]) -> (Value, Option<usize>) {
-    if bytes.len() <= MAX_REJECT_RECORD {
+/// record's size. `bytes` is the record, or the first [`quote_len`] bytes of its `len`.
+fn record_excerpt(bytes: &[u8], len: usize) -> (Value, Option<usize>) {
+    if len <= MAX_REJECT_RECORD {
         if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
             return (v, None);
         }
@@ -1166,14 +1359,26 @@ fn record_excerpt(bytes: &[u8]) -> (Value, Option<usize>) {
             None,
         );
     }
-    let mut cut = 4096;
-    while cut > 0 && (bytes[cut] & 0xC0) == 0x80 {
+    let mut cut = EXCERPT_CUT.min(bytes.len());
+    while cut > 0 && bytes.get(cut).is_some_and(|b| (b & 0xC0) == 0x80) {
         cut -= 1;
     }
     (
         Value::String(String::from_utf8_lossy(&bytes[..cut]).into_owned()),
-        Some(bytes.len()),
+        Some(len),
     )
+}
+
+/// Where a long record's excerpt is cut (moved back to a character boundary).
+const EXCERPT_CUT: usize = 4096;
+
+/// How many of a record's `len` bytes its excerpt reads: all of a small record, the cut and
+/// the byte after it of a large one.
+pub(crate) fn quote_len(len: usize) -> usize {
+    match len <= MAX_REJECT_RECORD {
+        true => len,
+        false => EXCERPT_CUT + 1,
+    }
 }
 
 #[cfg(test)]
@@ -1183,7 +1388,7 @@ mod tests {
     #[test]
     fn a_reject_line_names_an_excerpt_before_the_record() {
         let line = |bytes: &[u8]| {
-            let (record, record_bytes) = record_excerpt(bytes);
+            let (record, record_bytes) = record_excerpt(bytes, bytes.len());
             serde_json::to_string(&RejectLine {
                 file: "f".into(),
                 line: 2,

@@ -1,7 +1,7 @@
 //! Streaming input: files (plain, gzip or zstd) cut into raw records with their location.
 //! Nothing here parses JSON beyond finding element boundaries, so a bad record costs only itself.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -136,7 +136,17 @@ pub fn read_input(
     }
     // JSON Lines by name is JSON Lines whatever its first line holds (a line may be an array).
     if is_json_lines_file(&input.origin) {
-        return read_lines(&mut reader, input, source, bom as u64, false, emit).map_err(io_err);
+        return read_lines(
+            &mut reader,
+            input,
+            source,
+            bom as u64,
+            false,
+            u64::MAX,
+            emit,
+        )
+        .map(drop)
+        .map_err(io_err);
     }
     // A JSON array and JSON lines are told apart by the first non-space byte.
     let first = loop {
@@ -153,8 +163,137 @@ pub fn read_input(
     match first {
         None => Ok(()),
         Some(b'[') => read_json_array(&mut reader, input, source, bom as u64, emit),
-        Some(_) => read_lines(&mut reader, input, source, bom as u64, false, emit).map_err(io_err),
+        Some(_) => read_lines(
+            &mut reader,
+            input,
+            source,
+            bom as u64,
+            false,
+            u64::MAX,
+            emit,
+        )
+        .map(drop)
+        .map_err(io_err),
     }
+}
+
+/// Whether an input can be read in byte ranges, one line a record: an uncompressed JSON-lines
+/// file, or a text file read by line. A JSON array, a whole-file text or a compressed stream
+/// is read by one shard whole.
+pub fn splittable(input: &Input, text_unit: TextUnit) -> Result<bool> {
+    if input.path != input.origin {
+        // A converted table: its rows are numbered by the conversion.
+        return Ok(false);
+    }
+    let mut file = BufReader::with_capacity(64 << 10, fs_err::File::open(&input.path)?);
+    let io_err = |e| Error::io(&input.path, e);
+    let head = file.fill_buf().map_err(io_err)?;
+    if [
+        &[0x1f, 0x8b][..],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        &[0xFF, 0xFE],
+        &[0xFE, 0xFF],
+    ]
+    .iter()
+    .any(|m| head.starts_with(m))
+    {
+        return Ok(false);
+    }
+    if is_text_file(&input.origin) {
+        return Ok(text_unit == TextUnit::Line);
+    }
+    if is_json_lines_file(&input.origin) {
+        return Ok(true);
+    }
+    let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    };
+    file.consume(bom);
+    loop {
+        let buf = file.fill_buf().map_err(io_err)?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => return Ok(buf[i] != b'['),
+            None if buf.is_empty() => return Ok(true),
+            None => {
+                let n = buf.len();
+                file.consume(n);
+            }
+        }
+    }
+}
+
+/// Bytes `[start, end)` of a file and the lines in them, as one shard read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub lines: u64,
+}
+
+/// Reads the records of a [`splittable`] input that start in bytes `[start, end)`: a line that
+/// begins before `start` belongs to the range before, one that begins before `end` is read
+/// whole. Line numbers count from the region's first line (plus `line_offset`); the caller adds
+/// the lines of the regions before it. Returns the region as read: consecutive ranges of one
+/// file give regions that tile it.
+pub fn read_range(
+    input: &Input,
+    source: u32,
+    range: (u64, u64),
+    emit: &mut dyn FnMut(RawRecord) -> bool,
+) -> Result<Region> {
+    let io_err = |e| Error::io(&input.path, e);
+    let (start, end) = range;
+    let mut file = fs_err::File::open(&input.path)?;
+    let mut pos = start.saturating_sub(1);
+    file.seek(SeekFrom::Start(pos)).map_err(io_err)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut first = pos;
+    if start == 0 {
+        let head = reader.fill_buf().map_err(io_err)?;
+        if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+            return Err(Error::Data(format!(
+                "{}: UTF-16 text (it starts with a UTF-16 byte-order mark); ftx reads UTF-8",
+                input.origin.display()
+            )));
+        }
+        if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            reader.consume(3);
+            pos = 3;
+        }
+    } else {
+        // The line the byte before `start` is in ends this shard's region's first line away.
+        loop {
+            let buf = reader.fill_buf().map_err(io_err)?;
+            if buf.is_empty() {
+                break;
+            }
+            let (take, done) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            reader.consume(take);
+            pos += take as u64;
+            if done {
+                break;
+            }
+        }
+        first = pos;
+    }
+    // The first line begins at byte 0 even when a byte-order mark comes before its text.
+    let until = match start == 0 && end > 0 {
+        true => end.max(pos + 1),
+        false => end,
+    };
+    let text = is_text_file(&input.origin);
+    let (last, stop) =
+        read_lines(&mut reader, input, source, pos, text, until, emit).map_err(io_err)?;
+    Ok(Region {
+        start: first,
+        end: stop.max(first),
+        lines: last - input.line_offset,
+    })
 }
 
 /// Reads one line (with its newline) into `bytes`, keeping at most [`MAX_RECORD_BYTES`] of it;
@@ -184,22 +323,27 @@ fn read_line_bounded(
     }
 }
 
-/// One record per line: JSON lines, or text lines when `text`.
+/// One record per line: JSON lines, or text lines when `text`; lines that start at `until` or
+/// later are left unread. Returns the last line number and the offset it stopped at.
 fn read_lines(
     reader: &mut dyn BufRead,
     input: &Input,
     source: u32,
     start: u64,
     text: bool,
+    until: u64,
     emit: &mut dyn FnMut(RawRecord) -> bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<(u64, u64)> {
     let mut line_no = input.line_offset;
     let mut offset = start;
     loop {
+        if offset >= until {
+            return Ok((line_no, offset));
+        }
         let mut bytes = Vec::new();
         let (n, over) = read_line_bounded(reader, &mut bytes)?;
         if n == 0 {
-            return Ok(());
+            return Ok((line_no, offset));
         }
         line_no += 1;
         let begin = offset;
@@ -227,7 +371,7 @@ fn read_lines(
             bytes,
         };
         if !emit(raw) {
-            return Ok(());
+            return Ok((line_no, offset));
         }
     }
 }
@@ -387,7 +531,7 @@ fn read_text(
     emit: &mut dyn FnMut(RawRecord) -> bool,
 ) -> std::io::Result<()> {
     if unit == TextUnit::Line {
-        return read_lines(reader, input, source, start, true, emit);
+        return read_lines(reader, input, source, start, true, u64::MAX, emit).map(drop);
     }
     let mut bytes = Vec::new();
     reader
@@ -463,6 +607,62 @@ mod tests {
         let p = dir.path().join(name);
         fs_err::write(&p, bytes).unwrap();
         p
+    }
+
+    /// Every cut of a file into byte ranges reads the records of the whole file once each, with
+    /// the same lines and offsets once the lines of the regions before are added.
+    #[test]
+    fn ranges_tile_the_file_and_read_each_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"\xEF\xBB\xBF{\"a\":1}\r\n\n{\"b\":22}\n   \n{\"c\":333}\n{\"d\":4444}";
+        let p = write(&dir, "x.jsonl", body);
+        let whole: Vec<(u64, u64, Vec<u8>)> = collect(&p, TextUnit::Line)
+            .into_iter()
+            .map(|r| (r.line, r.offset, r.bytes))
+            .collect();
+        assert_eq!(whole.len(), 4);
+        let n = body.len() as u64;
+        for a in 0..=n {
+            for b in a..=n {
+                let cuts = [(0, a), (a, b), (b, n)];
+                let (mut got, mut at, mut lines) = (Vec::new(), 0, 0);
+                for range in cuts {
+                    let mut part = Vec::new();
+                    let region = read_range(&Input::plain(&p), 0, range, &mut |r| {
+                        part.push(r);
+                        true
+                    })
+                    .unwrap();
+                    if range.0 < range.1 {
+                        assert_eq!(region.start, at, "cuts {cuts:?}");
+                        at = region.end;
+                    }
+                    got.extend(
+                        part.into_iter()
+                            .map(|r| (r.line + lines, r.offset, r.bytes)),
+                    );
+                    if range.0 < range.1 {
+                        lines += region.lines;
+                    }
+                }
+                assert_eq!(at, n, "cuts {cuts:?}");
+                assert_eq!(got, whole, "cuts {cuts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_plain_json_lines_and_text_lines_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = |name: &str, bytes: &[u8]| Input::plain(write(&dir, name, bytes));
+        assert!(splittable(&plain("a.jsonl", b"[1]\n"), TextUnit::Line).unwrap());
+        assert!(splittable(&plain("a.json", b" {\"a\":1}\n"), TextUnit::Line).unwrap());
+        assert!(!splittable(&plain("b.json", b" [{\"a\":1}]"), TextUnit::Line).unwrap());
+        assert!(splittable(&plain("c.txt", b"x\n"), TextUnit::Line).unwrap());
+        assert!(!splittable(&plain("d.txt", b"x\n"), TextUnit::File).unwrap());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{}\n").unwrap();
+        assert!(!splittable(&plain("e.jsonl", &gz.finish().unwrap()), TextUnit::Line).unwrap());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Per-record rejections: a stable code, a human message, and where the record came from.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Stable, machine-readable reasons. The string form (`as_str`) is part of the artifact format:
 /// never rename one, only add.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
     /// The line or element is not valid JSON.

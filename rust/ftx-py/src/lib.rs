@@ -54,6 +54,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(neardup::near_duplicates, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::expand_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare::prepare_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare::merge, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::prepare_settings, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::check_settings, m)?)?;

@@ -186,3 +186,77 @@ pub fn prepare<'py>(
     })?;
     convert::to_py(py, &report)
 }
+
+/// Runs ``prepare`` on shard ``index`` of ``count`` (0-based): that share of the inputs,
+/// processed up to dedup, written to ``out_dir`` as a shard for ``merge``. Returns the shard's
+/// manifest. The other arguments are ``prepare``'s.
+#[pyfunction]
+#[pyo3(signature = (
+    inputs, out_dir, settings="{}", *, index, count, model_dir=None, tokenizer=None,
+    chat_template=None, threads=None, force=false, progress=None
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_shard<'py>(
+    py: Python<'py>,
+    inputs: Vec<(PathBuf, PathBuf, u64)>,
+    out_dir: PathBuf,
+    settings: &str,
+    index: u32,
+    count: u32,
+    model_dir: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    chat_template: Option<String>,
+    threads: Option<usize>,
+    force: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let spec = ftx_core::shard::ShardSpec::parse(&format!("{index}/{count}"))
+        .map_err(|e| errors::to_py(Error::Config(e)))?;
+    let mut opts = options(
+        inputs,
+        out_dir,
+        settings,
+        model_dir,
+        tokenizer,
+        chat_template,
+        threads,
+    )
+    .map_err(errors::to_py)?;
+    opts.force = force;
+    let cancel = AtomicBool::new(false);
+    let on_progress = reporter(&progress, &cancel);
+    let report = errors::run(py, || {
+        ftx_core::shard::prepare_shard(opts, spec, &on_progress, &cancel)
+            .and_then(|r| convert::tree(&r))
+    })?;
+    convert::to_py(py, &report)
+}
+
+/// Merges the shards of one ``prepare_shard`` set into the artifact ``prepare`` writes for the
+/// same inputs and settings, byte for byte. ``memory`` bounds what one dedup partition holds
+/// (bytes). Returns the report ``prepare`` returns.
+#[pyfunction]
+#[pyo3(signature = (shards, out_dir, *, memory=None, threads=None, force=false, progress=None))]
+pub fn merge<'py>(
+    py: Python<'py>,
+    shards: Vec<PathBuf>,
+    out_dir: PathBuf,
+    memory: Option<u64>,
+    threads: Option<usize>,
+    force: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let opts = ftx_core::merge::MergeOptions {
+        shards,
+        out_dir,
+        force,
+        memory: memory.unwrap_or(ftx_core::merge::DEFAULT_MEMORY),
+        threads,
+    };
+    let cancel = AtomicBool::new(false);
+    let on_progress = reporter(&progress, &cancel);
+    let report = errors::run(py, || {
+        ftx_core::merge::merge(opts, &on_progress, &cancel).and_then(|r| convert::tree(&r))
+    })?;
+    convert::to_py(py, &report)
+}
