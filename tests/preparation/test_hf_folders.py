@@ -293,3 +293,28 @@ def test_every_eos_of_generation_config_is_trained_after_the_turn_end(
     assert both == ["Yo<|im_end|><|endoftext|>"]
     assert r1.manifest["tokenizer"]["generation_eos"] == [0, 2]
     assert r1.provenance != r0.provenance
+
+
+def test_shards_of_a_sentencepiece_folder_merge_into_prepares_artifact(
+    shared: Path, tmp_path: Path, example_data: Path
+) -> None:
+    from ftx.preparation import merge, prepare_shard
+
+    folder = sentencepiece_folder(tmp_path, shared, "v1", config=True)
+    shards = []
+    for i in range(2):
+        prepare_shard(
+            example_data,
+            out=tmp_path / f"s{i}",
+            shard=(i, 2),
+            model=folder,
+            chat_template="mistral",
+        )
+        shards.append(tmp_path / f"s{i}")
+    assert (folder / "tokenizer.json").is_file()
+    merged = merge(shards, out=tmp_path / "merged")
+    local = ftx.prepare(example_data, out=tmp_path / "local", model=folder, chat_template="mistral")
+    assert local.accepted > 300
+    assert merged.provenance == local.provenance
+    for f in sorted((tmp_path / "local").iterdir()):
+        assert (tmp_path / "merged" / f.name).read_bytes() == f.read_bytes(), f.name

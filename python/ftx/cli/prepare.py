@@ -156,6 +156,11 @@ def command(
     if not run.get("inputs") or run.get("out") is None:
         raise click.UsageError("give INPUTS and --out DIR (or --check-template)")
     show_progress = not quiet and not as_json and sys.stderr.isatty()
+
+    def say(line: str) -> None:  # what prepare did to the model folder (a converted tokenizer)
+        if not quiet:
+            err_console.print(line, highlight=False)
+
     if shard is not None:
         spec = guarded(debug, lambda: parse_shard(shard))
 
@@ -171,6 +176,7 @@ def command(
                     threads=run.get("threads"),
                     force=force,
                     progress=display.update,
+                    say=say,
                     **settings,
                 )
 
@@ -197,7 +203,7 @@ def command(
                 threads=run.get("threads"),
                 force=force,
                 progress=display.update,
-                say=lambda line: None if quiet else err_console.print(line),
+                say=say,
                 **settings,
             )
 

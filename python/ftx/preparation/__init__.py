@@ -229,6 +229,7 @@ def prepare_shard(
     threads: int | None = None,
     force: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
+    say: Callable[[str], object] = lambda _: None,
     **settings: Unpack[PrepareSettings],
 ) -> ShardReport:
     """``prepare`` of one share of the inputs (``shard`` is ``"I/N"``, 0-based), written to
@@ -238,6 +239,8 @@ def prepare_shard(
         raise ConfigError(f"threads = {threads!r}: must be a whole number, 1 or more")
     index, count = parse_shard(shard)
     check_settings(settings, "ftx.prepare")
+    # the model folder as prepare reads it, so the merged artifact is the one prepare writes
+    model_dir = None if model is None else checked_tokenizer_folder(Path(model), say)
     with input_triples(inputs) as triples:
         m = _core.prepare_shard(
             triples,
@@ -245,7 +248,7 @@ def prepare_shard(
             json.dumps(dict(settings), default=str),
             index=index,
             count=count,
-            model_dir=None if model is None else str(model),
+            model_dir=None if model_dir is None else str(model_dir),
             tokenizer=None if tokenizer is None else str(tokenizer),
             chat_template=chat_template,
             threads=threads,
