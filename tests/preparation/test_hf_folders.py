@@ -25,6 +25,7 @@ from ftx.model_folder import tokenizer_folder, tokenizer_json
 
 MISTRAL = {
     "v1": "tokenizer.model.v1",
+    "v2": "mistral_instruct_tokenizer_240216.model.v2",
     "v3": "mistral_instruct_tokenizer_240323.model.v3",
 }
 
@@ -318,3 +319,16 @@ def test_shards_of_a_sentencepiece_folder_merge_into_prepares_artifact(
     assert merged.provenance == local.provenance
     for f in sorted((tmp_path / "local").iterdir()):
         assert (tmp_path / "merged" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_text_that_spells_a_control_token_is_that_token(shared: Path, tmp_path: Path) -> None:
+    """v3's ``[INST]`` is a control token: SentencePiece's ``encode`` never emits one from text,
+    the converted tokenizer (as transformers' own) parses it as the token, which the [INST]
+    templates rely on."""
+    folder = sentencepiece_folder(tmp_path, shared, "v3")
+    tokenizer_folder(folder)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    inst, end = sp.piece_to_id("[INST]"), sp.piece_to_id("[/INST]")
+    (ids,) = engine_ids(folder, ["[INST] Hi [/INST]"])
+    assert inst in ids and end in ids
+    assert inst not in sp.encode("[INST] Hi [/INST]")
