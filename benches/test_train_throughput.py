@@ -102,7 +102,7 @@ def _params(model: Path) -> int:
     """Parameters of a float model folder: what the forward and the input gradients multiply by."""
     import numpy as np
 
-    from ftx.training.inputs import safetensors_shapes
+    from ftx.model_folder import safetensors_shapes
 
     return sum(int(np.prod(s)) for s in safetensors_shapes(model / "model.safetensors").values())
 

@@ -66,6 +66,28 @@ def build_model(
     return folder
 
 
+def shard(folder: Path, parts: int = 2) -> Path:
+    """Splits ``folder``'s model.safetensors into ``parts`` shards and their
+    ``model.safetensors.index.json``, as Hugging Face ships large models (the embedding in the
+    first shard, the head in the last)."""
+    import mlx.core as mx
+
+    weights = mx.load(str(folder / "model.safetensors"))
+    names = sorted(weights, key=lambda n: (not n.startswith("model.embed"), n == "lm_head.weight"))
+    weight_map = {}
+    for k in range(parts):
+        shard_name = f"model-{k + 1:05d}-of-{parts:05d}.safetensors"
+        chunk = names[k * len(names) // parts : (k + 1) * len(names) // parts]
+        mx.save_safetensors(str(folder / shard_name), {n: weights[n] for n in chunk})
+        weight_map |= dict.fromkeys(chunk, shard_name)
+    (folder / "model.safetensors").unlink()
+    index = {"metadata": {"total_size": sum(w.nbytes for w in weights.values())}}
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({**index, "weight_map": weight_map}), encoding="utf-8"
+    )
+    return folder
+
+
 def write_lora_run(
     folder: Path,
     base: Path,

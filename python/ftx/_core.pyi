@@ -6,6 +6,7 @@ from typing import Any, Literal, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import NotRequired
 
 __all__ = [
     "Decoder",
@@ -97,6 +98,8 @@ class _Tokenizer(TypedDict):
     specials: dict[str, str | None]
     add_bos_token: bool | None
     add_eos_token: bool | None
+    # generation_config.json's eos_token_id, sorted; absent where it names none
+    generation_eos: NotRequired[list[int]]
 
 class _Lengths(TypedDict):
     min: int

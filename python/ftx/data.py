@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ftx.errors import DataError, FtxFileNotFoundError
+from ftx.model_folder import tokenizer_json
 
 Example = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]
 MANIFEST = "manifest.json"
@@ -235,13 +236,12 @@ class PreparedDataset(Sequence[Example]):
 def model_tokenizer_sha256(model: Path) -> str | None:
     """sha256 of the decompressed bytes of the model folder's ``tokenizer.json`` (or
     ``tokenizer.json.gz``), as ``ftx prepare`` records it, so a gzipped and a plain copy of one
-    tokenizer hash the same; None when the folder has neither."""
+    tokenizer hash the same (a folder with only ``tokenizer.model``: its conversion's); None
+    when the folder has none."""
     import gzip
     import hashlib
 
-    path = next(
-        (p for p in (model / "tokenizer.json", model / "tokenizer.json.gz") if p.is_file()), None
-    )
+    path = tokenizer_json(model)
     if path is None:
         return None
     h = hashlib.sha256()

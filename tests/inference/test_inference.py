@@ -245,6 +245,45 @@ def test_a_bad_line_is_named(tmp_path: Path, line: str, message: str) -> None:
         read_prompts(path)
 
 
+def test_a_hugging_face_folder_with_only_tokenizer_model_generates(
+    shared: Path, tmp_path: Path
+) -> None:
+    """Mistral as downloaded: tokenizer.model (v1), its tokenizer_config.json, the template in
+    chat_template.jinja, two EOS ids in generation_config.json, and the weights in shards."""
+    from tiny_models import build_model, shard
+
+    model = build_model(tmp_path / "mistral", vocab_size=32000)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (model / name).unlink()
+    mistral = shared / "tokenizers" / "mistral"
+    shutil.copyfile(mistral / "tokenizer.model.v1", model / "tokenizer.model")
+    shutil.copyfile(
+        mistral / "hf_mistral_7b_v0.1" / "tokenizer_config.json", model / "tokenizer_config.json"
+    )
+    shutil.copyfile(
+        mistral / "chat_template.axolotl_mistral_v1.jinja", model / "chat_template.jinja"
+    )
+    shard(model)
+    (model / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0]}))
+    (out,) = generate(model, "Hi", sampling=GREEDY).outputs
+    assert (model / "tokenizer.json").is_file()
+    assert 0 < out.tokens <= 12
+    # the prompt the model continued: the .jinja's, tokenized as the tokenizer.json that
+    # Hugging Face publishes for this model tokenizes it
+    from ftx import _core
+    from ftx.evaluation.generation import prompt_tokens
+
+    messages = [{"role": "user", "content": "Hi"}]
+    (ids,) = prompt_tokens(model, [(messages, None)])
+    published = _core.prompts(
+        [json.dumps({"messages": messages})],
+        model_dir=mistral / "hf_mistral_7b_v0.1",
+        chat_template=str(model / "chat_template.jinja"),
+    )["items"][0]
+    assert published["text"].startswith("<s> [INST] Hi [/INST]")
+    assert ids == published["ids"]
+
+
 def test_inputs_are_checked_before_anything_loads(tiny_llama: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"top_p = 0: must be in \(0, 1\]"):
         generate(tiny_llama, "Hi", sampling=Sampling(top_p=0))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_models import shard
 
 from ftx.errors import ConfigIssues
 from ftx.training.metrics import KEYS, read_metrics
@@ -136,10 +137,35 @@ def test_broken_models_and_out_of_vocabulary_data_are_refused_before_loading(
         weights.pop("lm_head.weight", None)
         mx.save_safetensors(str(folder / "model.safetensors"), weights)
 
+    def other_vocab_size(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 1000}))
+
+    def lost_shard(folder: Path) -> None:
+        shard(folder)
+        (folder / "model-00002-of-00002.safetensors").unlink()
+
+    rows = json.loads((tiny_llama / "config.json").read_text())["vocab_size"]
     cases = {
         "cut": (cut, "cut off or damaged"),
         "config": (lambda f: (f / "config.json").write_text("[1, 2]"), "a JSON object"),
-        "embedding": (smaller_embedding, "an embedding with a row for every token: it has 8 rows"),
+        "embedding": (
+            smaller_embedding,
+            f"tokenizer.json: has token ids up to {rows - 1}, but the embedding "
+            "model.embed_tokens.weight in model.safetensors has 8 rows: the tokenizer is not "
+            "this model's",
+        ),
+        "vocab_size": (
+            other_vocab_size,
+            f"config.json: vocab_size is 1000, but the embedding model.embed_tokens.weight in "
+            f"model.safetensors has {rows} rows: config.json and the weights are of different "
+            "models",
+        ),
+        "shard": (
+            lost_shard,
+            "model.safetensors.index.json: names 2 shards, but "
+            "model-00002-of-00002.safetensors is not in",
+        ),
     }
     for name, (edit, message) in cases.items():
         with pytest.raises(ConfigIssues) as e:
@@ -186,6 +212,28 @@ def test_a_gzipped_tokenizer_hashes_like_the_plain_one(tmp_path: Path, tiny_llam
     )
     assert model_tokenizer_sha256(packed) == model_tokenizer_sha256(tiny_llama) is not None
     assert model_tokenizer_sha256(tmp_path) is None
+
+
+def test_a_sharded_model_trains_as_the_same_model_in_one_file(
+    make_config: Callable[..., dict[str, Any]], tmp_path: Path, tiny_llama: Path
+) -> None:
+    import shutil
+
+    from ftx import train
+
+    sharded = shard(shutil.copytree(tiny_llama, tmp_path / "sharded"))
+    assert sorted(p.name for p in sharded.glob("model*")) == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ]
+    train(make_config(out=tmp_path / "one"))
+    train(make_config(model=sharded, out=tmp_path / "two"))
+
+    def losses(run: Path) -> list[float]:
+        return [r["train_loss"] for r in read_metrics(run / "metrics.jsonl") if r.get("train_loss")]
+
+    assert losses(tmp_path / "two") == losses(tmp_path / "one") != []
 
 
 def test_dry_run_loads_no_weights_and_writes_nothing(

@@ -182,6 +182,11 @@ def command(
     if not run.get("inputs") or run.get("out") is None:
         raise click.UsageError("give INPUTS and --out DIR (or --check-template)")
     show_progress = not quiet and not as_json and sys.stderr.isatty()
+
+    def say(line: str) -> None:  # what prepare did to the model folder (a converted tokenizer)
+        if not quiet:
+            err_console.print(line, highlight=False)
+
     if shard is not None:
         spec = guarded(debug, lambda: parse_shard(shard))
 
@@ -197,6 +202,7 @@ def command(
                     threads=run.get("threads"),
                     force=force,
                     progress=display.update,
+                    say=say,
                     **settings,
                 )
 
@@ -245,6 +251,7 @@ def command(
                 threads=run.get("threads"),
                 force=force,
                 progress=display.update,
+                say=say,
                 **settings,
             )
 

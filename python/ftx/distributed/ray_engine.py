@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftx import _core
 from ftx.errors import FtxError
+from ftx.model_folder import checked_tokenizer_folder
 from ftx.preparation import PrepareReport, input_triples, is_url, merge
 
 # The progress a worker sends is at most this often, per shard.
@@ -65,6 +66,9 @@ class ShardWorker:
                 "a folder every node mounts at the same path"
             )
         os.chdir(cwd)
+        # as prepare reads the folder (a tokenizer.model-only one converted once, on each node)
+        if model is not None:
+            model = str(checked_tokenizer_folder(Path(model)))
         self._tables = contextlib.ExitStack()
         triples = self._tables.enter_context(input_triples(inputs))
         self.engine = _core.ShardEngine(

@@ -26,9 +26,9 @@ from ftx.evaluation.heldout import HeldOut, read_heldout
 from ftx.evaluation.scoring import Rates, Score, rates, score
 from ftx.files import write_text_atomic
 from ftx.inference import check_model
+from ftx.model_folder import model_embedding_rows
 from ftx.run_folder import EVAL_DIR, EVAL_EXAMPLES, EVAL_RESULTS, METRICS
 from ftx.run_report import try_write_report
-from ftx.training.inputs import model_embedding_rows
 
 # Default generation budget: the longest reference's tokens times this, plus a margin for
 # the template's own markup (tags, end of turn). Bounded, so a CPU run stays short.

@@ -26,6 +26,7 @@ from mlx_lm.utils import load_config, load_tokenizer
 
 from ftx.config import TrainConfig
 from ftx.data import PreparedDataset
+from ftx.model_folder import tokenizer_folder
 from ftx.training.batching import Plan
 from ftx.training.forward import Forward
 from ftx.training.model import Base, load_base, scalar
@@ -160,7 +161,7 @@ def prompt_tokens(
         json.dumps({"messages": messages, **({"tools": tools} if tools else {})})
         for messages, tools in conversations
     ]
-    out = _core.prompts(records, model_dir=str(model_dir))
+    out = _core.prompts(records, model_dir=str(tokenizer_folder(model_dir)))
     return [
         item["ids"] if "reject" not in item else "{code}: {message}".format(**item["reject"])
         for item in out["items"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftx.errors import ConfigError, DataError, FtxError, FtxFileNotFoundError
+from ftx.model_folder import check_vocabulary, tokenizer_folder, tokenizer_json
 
 if TYPE_CHECKING:
     from ftx.inference.session import ChatSession
@@ -63,11 +64,17 @@ SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
 
 
 def check_model(model: Path, adapter: Path | None) -> None:
-    """A model folder, and a run folder with adapters: what loading needs, checked before MLX."""
-    if not (model / "config.json").is_file() or not (model / "tokenizer.json").is_file():
+    """A model folder, and a run folder with adapters: what loading needs, checked before MLX.
+    A folder with only SentencePiece's ``tokenizer.model`` gets its ``tokenizer.json`` here,
+    the one ``prepare`` converts (``ftx.model_folder``)."""
+    if (model / "config.json").is_file():
+        tokenizer_folder(model)
+    if not (model / "config.json").is_file() or tokenizer_json(model) is None:
         raise FtxFileNotFoundError(
-            f"{model}: not a model folder (config.json and tokenizer.json expected)"
+            f"{model}: not a model folder (config.json and tokenizer.json or tokenizer.model "
+            "expected)"
         )
+    check_vocabulary(model)
     if adapter is not None:
         for name in ("adapters.safetensors", "adapter_config.json"):
             if not (adapter / name).is_file():

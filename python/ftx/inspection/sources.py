@@ -16,6 +16,7 @@ import numpy.typing as npt
 from ftx import _core
 from ftx.data import RECORD_COLUMNS, read_manifest
 from ftx.errors import DataError, FtxFileNotFoundError
+from ftx.model_folder import checked_tokenizer_folder, tokenizer_folder
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Data:
 
 def _decoder(model: Path | None, tokenizer: Path | None) -> _core.Decoder:
     return _core.Decoder(
-        model_dir=None if model is None else str(model),
+        model_dir=None if model is None else str(tokenizer_folder(model)),
         tokenizer=None if tokenizer is None else str(tokenizer),
     )
 
@@ -127,11 +128,12 @@ def from_files(
     from ftx.preparation import check_settings, input_triples
 
     check_settings(settings, "ftx.inspect")
+    model_dir = None if model is None else checked_tokenizer_folder(model)
     with input_triples(inputs) as triples:
         got = _core.collect(
             triples,
             json.dumps(dict(settings)),
-            model_dir=None if model is None else str(model),
+            model_dir=None if model_dir is None else str(model_dir),
             tokenizer=None if tokenizer is None else str(tokenizer),
             chat_template=chat_template,
             threads=threads,

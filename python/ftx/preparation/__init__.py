@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from ftx import _core
 from ftx.errors import ConfigError
+from ftx.model_folder import checked_tokenizer_folder
 from ftx.preparation.tabular import is_tabular, to_json_lines
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ def prepare(
     threads: int | None = None,
     force: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
+    say: Callable[[str], object] = lambda _: None,
     **settings: Unpack[PrepareSettings],
 ) -> PrepareReport:
     """Turns raw chat/instruction data into a memory-mappable token artifact at ``out``.
@@ -200,16 +202,20 @@ def prepare(
     ``settings`` are those of ``_core.prepare_settings()`` (``ftx prepare --help`` shows them):
     ``valid``/``test`` take a ratio (``0.1``) or a number of records (``500``). The artifact is
     published atomically; re-running with identical inputs and settings is a cache hit.
+    A ``model`` folder whose config.json, weights and tokenizer disagree is refused before
+    anything is written; one with only a SentencePiece ``tokenizer.model`` gets its
+    ``tokenizer.json`` first (``ftx.model_folder``; ``say`` hears where it was written).
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads = {threads!r}: must be a whole number, 1 or more")
     check_settings(settings, "ftx.prepare")
+    model_dir = None if model is None else checked_tokenizer_folder(Path(model), say)
     with input_triples(inputs) as triples:
         report = _core.prepare(
             triples,
             str(out),
             json.dumps(dict(settings), default=str),
-            model_dir=None if model is None else str(model),
+            model_dir=None if model_dir is None else str(model_dir),
             tokenizer=None if tokenizer is None else str(tokenizer),
             chat_template=chat_template,
             threads=threads,
@@ -260,6 +266,7 @@ def prepare_shard(
     threads: int | None = None,
     force: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
+    say: Callable[[str], object] = lambda _: None,
     **settings: Unpack[PrepareSettings],
 ) -> ShardReport:
     """``prepare`` of one share of the inputs (``shard`` is ``"I/N"``, 0-based), written to
@@ -269,11 +276,13 @@ def prepare_shard(
         raise ConfigError(f"threads = {threads!r}: must be a whole number, 1 or more")
     index, count = parse_shard(shard)
     check_settings(settings, "ftx.prepare")
+    # the model folder as prepare reads it, so the merged artifact is the one prepare writes
+    model_dir = None if model is None else checked_tokenizer_folder(Path(model), say)
     with input_triples(inputs) as triples:
         engine = _core.ShardEngine(
             triples,
             json.dumps(dict(settings), default=str),
-            model_dir=None if model is None else str(model),
+            model_dir=None if model_dir is None else str(model_dir),
             tokenizer=None if tokenizer is None else str(tokenizer),
             chat_template=chat_template,
             threads=threads,

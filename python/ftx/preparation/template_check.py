@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftx import _core
+from ftx.model_folder import checked_tokenizer_folder
 
 if TYPE_CHECKING:
     from ftx._core import _Reject
@@ -143,6 +144,8 @@ def check_template(
 ) -> tuple[str, list[CheckResult]]:
     """Renders and masks every synthetic conversation; returns the template's label and results."""
     records = [json.dumps(c) for c in CONVERSATIONS.values()]
+    if model is not None:
+        model = checked_tokenizer_folder(Path(model))
     out = _core.preview(
         records,
         model_dir=model,

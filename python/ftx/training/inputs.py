@@ -1,15 +1,14 @@
 """Checks of the model folder, the prepared data and the run folder, before anything loads.
 
 Reads only small files: ``config.json``, the JSON headers of the safetensors files, the
-artifact's manifest, and the bytes of ``tokenizer.json`` (for its sha256).
+artifact's manifest, and ``tokenizer.json`` (its sha256 and largest id). What the model
+folder's parts must agree on is ``ftx.model_folder``'s.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,18 @@ from typing import Any
 from ftx.config import TrainConfig
 from ftx.data import Manifest, model_tokenizer_sha256, read_manifest
 from ftx.errors import ConfigIssues, DataError, Issue
+from ftx.model_folder import (
+    embedding_rows,
+    safetensors_shapes,
+    tokenizer_json,
+    vocabulary_problems,
+    weight_files,
+)
 from ftx.run_folder import RUN_FORMAT, RUN_MANIFEST
 from ftx.training.trackers import missing
 
-GZIP_MAGIC = b"\x1f\x8b"
 # Weight names inside a block: model.layers.3.self_attn.q_proj.weight -> (3, self_attn.q_proj).
 BLOCK_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.(?:weight|scales)$")
-# The input embedding's weight in the architectures mlx-lm loads.
-EMBEDDING = re.compile(r"(?:^|\.)(?:embed_tokens|wte|tok_embeddings|word_embeddings)\.weight$")
 
 
 @dataclass(frozen=True)
@@ -40,65 +43,6 @@ class Inputs:
     splits: tuple[str, ...]
     # rows of the input embedding: every token id must be below it
     embedding_rows: int | None = None
-
-
-def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor shapes from a safetensors header (8-byte length, then JSON); no tensor is read.
-    A file that is not one, or shorter than its header says (a cut-off download), is a
-    DataError naming it, before MLX would fail on it."""
-    try:
-        total = path.stat().st_size
-        with path.open("rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > total - 8:
-                raise ValueError(f"a header of {size} bytes in a file of {total}")
-            header: dict[str, Any] = json.loads(f.read(size))
-        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-        end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
-        shapes = {k: [int(d) for d in v["shape"]] for k, v in tensors.items()}
-    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError) as e:
-        raise DataError(f"{path}: not a readable safetensors file ({e})") from e
-    if 8 + size + end != total:
-        raise DataError(
-            f"{path}: {total} bytes, but its header describes {8 + size + end}: the file is cut "
-            "off or damaged; download or write it again"
-        )
-    return shapes
-
-
-def embedding_rows(weights: list[Path], config: dict[str, Any]) -> int | None:
-    """Rows of the model's input embedding, from the safetensors headers (``vocab_size`` of
-    config.json where no embedding weight is found)."""
-    for f in weights:
-        for name, shape in safetensors_shapes(f).items():
-            if EMBEDDING.search(name) and shape:
-                return int(shape[0])
-    size = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
-    return int(size) if isinstance(size, int) else None
-
-
-def model_embedding_rows(folder: Path) -> int | None:
-    """``embedding_rows`` of a model folder."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    return embedding_rows(sorted(folder.glob("model*.safetensors")), config)
-
-
-def tokenizer_max_id(path: Path) -> int | None:
-    """The largest id ``tokenizer.json`` can produce (its vocabulary and added tokens)."""
-    try:
-        with path.open("rb") as raw:
-            gzipped = raw.read(2) == GZIP_MAGIC
-        with gzip.open(path, "rb") if gzipped else path.open("rb") as f:
-            tok = json.load(f)
-        vocab = tok.get("model", {}).get("vocab", {})
-        ids = list(vocab.values()) if isinstance(vocab, dict) else [i for i, _ in enumerate(vocab)]
-        ids += [t.get("id", 0) for t in tok.get("added_tokens", [])]
-        return max((i for i in ids if isinstance(i, int)), default=None)
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -124,11 +68,22 @@ def _model_issues(folder: Path) -> tuple[list[Issue], dict[str, Any], list[Path]
         config = {}
     if config and "model_type" not in config:
         issues.append(Issue("model", str(folder), "config.json must name its model_type"))
-    weights = sorted(folder.glob("model*.safetensors"))
+    try:
+        weights = weight_files(folder)
+    except DataError as e:
+        issues.append(Issue("model", str(folder), f"every shard of its weights ({e})"))
+        weights = []
     if not weights:
         issues.append(Issue("model", str(folder), "a folder with model*.safetensors weights"))
-    if not (folder / "tokenizer.json").is_file():
-        issues.append(Issue("model", str(folder), "a folder with tokenizer.json"))
+    if tokenizer_json(folder) is None:
+        issues.append(
+            Issue(
+                "model",
+                str(folder),
+                "a folder with tokenizer.json (a tokenizer.model alone is converted by "
+                "ftx prepare --model, which the data must be prepared with anyway)",
+            )
+        )
     return issues, config, weights
 
 
@@ -193,16 +148,9 @@ def check_inputs(config: TrainConfig) -> Inputs:
                 Issue("target_modules", target, f"a linear layer of the blocks: {sorted(modules)}")
             )
     rows = embedding_rows(list(shapes), model_config) if shapes else None
-    top = tokenizer_max_id(Path(config.model) / "tokenizer.json")
-    if rows is not None and top is not None and top >= rows:
-        issues.append(
-            Issue(
-                "model",
-                str(config.model),
-                f"an embedding with a row for every token: it has {rows} rows, but its "
-                f"tokenizer.json has ids up to {top}",
-            )
-        )
+    if len(shapes) == len(weights):
+        for why in vocabulary_problems(Path(config.model), weights):
+            issues.append(Issue("model", str(config.model), f"one model's files; {why}"))
     if (limit := position_limit(model_config)) and config.max_seq_length > limit[1]:
         # Positions past the limit have no trained RoPE angle or position row: the loss would
         # train on positions the model never saw, or index past its position table.

@@ -45,8 +45,9 @@ pub struct Encoder {
     direct: Option<Direct>,
     /// Ids of added tokens marked `special` (`<|im_end|>`, `<|eot_id|>`, `</s>`…), sorted.
     special_ids: Vec<u32>,
-    /// The config's `eos_token`, when it is a special token: what makes generation stop.
-    eos_id: Option<u32>,
+    /// The config's `eos_token` and `generation_config.json`'s `eos_token_id`s that are special
+    /// tokens, sorted: what makes generation stop.
+    stop_ids: Vec<u32>,
     /// What the post-processor puts around a text (`[<|begin_of_text|>]`, `[]`), after the
     /// config's `add_bos_token`/`add_eos_token` were applied.
     prefix: Vec<u32>,
@@ -164,7 +165,7 @@ impl Encoder {
                 direct: Direct::new(&tokenizer),
                 tokenizer,
                 special_ids,
-                eos_id: None,
+                stop_ids: Vec::new(),
                 prefix,
                 suffix,
             },
@@ -316,7 +317,9 @@ impl Encoder {
                 // A turn that ends with two special tokens, the second being EOS
                 // (`<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`, Phi-3's `<|end|><|endoftext|>`): the
                 // model must also write the EOS, or it never learns to stop.
-                let eos_next = ids.get(j + 1).is_some_and(|&n| Some(n) == self.eos_id)
+                let eos_next = ids
+                    .get(j + 1)
+                    .is_some_and(|n| self.stop_ids.binary_search(n).is_ok())
                     && ids[j] != ids[j + 1]
                     && offsets[j + 1].0 < bound;
                 mask[end..=j + usize::from(eos_next)].fill(1);

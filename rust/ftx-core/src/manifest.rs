@@ -41,6 +41,10 @@ pub struct TokenizerDigest {
     pub specials: SpecialTokens,
     pub add_bos_token: Option<bool>,
     pub add_eos_token: Option<bool>,
+    /// `generation_config.json`'s EOS ids, which the mask trains right after a turn's end token.
+    /// Left out when there are none, so the keys of artifacts made without them stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generation_eos: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,6 +273,7 @@ pub fn provenance_hashing(
             specials: files.specials.clone(),
             add_bos_token: files.add_bos_token,
             add_eos_token: files.add_eos_token,
+            generation_eos: files.generation_eos.clone(),
         },
         template: template.map(|t| TemplateDigest {
             sha256: sha256_bytes(t.source().as_bytes()),
@@ -374,6 +379,7 @@ mod tests {
             },
             add_bos_token: Some(true),
             add_eos_token: None,
+            generation_eos: Vec::new(),
         }
     }
 

@@ -22,6 +22,9 @@ pub struct ModelFiles {
     pub tokenizer_sha256: String,
     pub add_bos_token: Option<bool>,
     pub add_eos_token: Option<bool>,
+    /// `eos_token_id` of `generation_config.json`, one id or a list (Llama 3's three, Qwen's
+    /// two), sorted: generation stops at each, so each is an EOS the mask may train.
+    pub generation_eos: Vec<u32>,
 }
 
 fn config_error(path: &Path, what: impl std::fmt::Display) -> Error {
@@ -96,9 +99,30 @@ fn template_value(v: &Json, path: &Path) -> Result<Option<String>> {
     }
 }
 
+/// `eos_token_id` of generation_config.json: an id or a list of ids (absent or null: none).
+fn eos_ids(v: Option<&Json>, path: &Path) -> Result<Vec<u32>> {
+    let items: Vec<&Json> = match v {
+        None | Some(Json::Null) => return Ok(Vec::new()),
+        Some(Json::Array(items)) => items.iter().collect(),
+        Some(one) => vec![one],
+    };
+    let mut ids = items
+        .into_iter()
+        .map(|v| {
+            v.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| config_error(path, format!("eos_token_id {v} is not a token id")))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 impl Encoder {
     /// Loads a model folder: `tokenizer.json` (or `.json.gz`), `tokenizer_config.json`,
-    /// `special_tokens_map.json`, `chat_template.json` and `chat_template.jinja`, each when present.
+    /// `special_tokens_map.json`, `chat_template.json`, `chat_template.jinja` and
+    /// `generation_config.json`, each when present.
     pub fn from_model_dir(dir: &Path) -> Result<(Self, ModelFiles)> {
         let tok_path = ["tokenizer.json", "tokenizer.json.gz"]
             .iter()
@@ -130,22 +154,35 @@ impl Encoder {
         if jinja_path.exists() {
             template = Some(fs_err::read_to_string(&jinja_path)?);
         }
+        let generation_path = dir.join("generation_config.json");
+        let generation_eos = match read_json(&generation_path)? {
+            Some(v) => eos_ids(v.get("eos_token_id"), &generation_path)?,
+            None => Vec::new(),
+        };
         let add_bos_token = config.get("add_bos_token").and_then(Json::as_bool);
         let add_eos_token = config.get("add_eos_token").and_then(Json::as_bool);
         let bos = specials.bos.as_deref().zip(add_bos_token);
         let eos = specials.eos.as_deref().zip(add_eos_token);
         let (mut encoder, sha) = Self::load(&tok_path, bos, eos)?;
-        encoder.eos_id = specials
+        let config_eos = specials
             .eos
             .as_deref()
-            .and_then(|t| encoder.tokenizer.token_to_id(t))
-            .filter(|&id| encoder.is_special(id));
+            .and_then(|t| encoder.tokenizer.token_to_id(t));
+        let mut stop: Vec<u32> = config_eos
+            .into_iter()
+            .chain(generation_eos.iter().copied())
+            .filter(|&id| encoder.is_special(id))
+            .collect();
+        stop.sort_unstable();
+        stop.dedup();
+        encoder.stop_ids = stop;
         let files = ModelFiles {
             template,
             specials,
             tokenizer_sha256: sha,
             add_bos_token,
             add_eos_token,
+            generation_eos,
         };
         Ok((encoder, files))
     }

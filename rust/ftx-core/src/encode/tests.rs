@@ -348,6 +348,49 @@ fn an_eos_right_after_the_end_token_is_trained_too() {
 }
 
 #[test]
+fn every_eos_of_the_generation_config_is_trained_after_the_end_token() {
+    // A reply closed by `<|im_end|><|endoftext|>`: the config's EOS is `<|im_end|>`, so the
+    // second token is trained only where generation_config.json lists it (and the model must
+    // learn to write it to stop there).
+    let Some(data) = data_dir() else { return };
+    let src = data.join("tokenizers/qwen3");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for name in ["tokenizer.json.gz", "tokenizer_config.json"] {
+        fs_err::copy(src.join(name), dir.join(name)).unwrap();
+    }
+    let tpl = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% if m.role == 'assistant' %}<|endoftext|>{% endif %}\n{% endfor %}";
+    let t = ChatTemplate::new("t", tpl, specials()).unwrap();
+    let msgs = [
+        Message::new(Role::User, "hi"),
+        Message::new(Role::Assistant, "yo"),
+    ];
+    let replies = |dir: &Path| {
+        let (enc, files) = Encoder::from_model_dir(dir).unwrap();
+        let e = chat(&enc, &t, &msgs, &[], TrainOn::Assistant).unwrap();
+        (trained(&enc, &e), files.generation_eos)
+    };
+    assert_eq!(replies(dir), (vec!["yo<|im_end|>".to_string()], vec![]));
+    let generation = dir.join("generation_config.json");
+    fs_err::write(&generation, r#"{"eos_token_id": [151645, 151643]}"#).unwrap();
+    assert_eq!(
+        replies(dir),
+        (
+            vec!["yo<|im_end|><|endoftext|>".to_string()],
+            vec![151643, 151645]
+        )
+    );
+    fs_err::write(&generation, r#"{"eos_token_id": 151643}"#).unwrap();
+    assert_eq!(replies(dir).1, [151643]);
+    fs_err::write(&generation, r#"{"eos_token_id": ["</s>"]}"#).unwrap();
+    let err = Encoder::from_model_dir(dir).unwrap_err().to_string();
+    assert!(
+        err.contains("generation_config.json") && err.contains("is not a token id"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unclosed_tool_calls_extend_to_the_first_special_token() {
     let Some((enc, _, _)) = model("qwen3") else {
         return;
