@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,38 +165,66 @@ def pre_tokenizer(tok: dict[str, Any]) -> str:
     return "default"
 
 
+def _is_sentencepiece(tok: dict[str, Any]) -> bool:
+    """A SentencePiece BPE vocabulary in tokenizer.json form (Llama 2, Mistral): BPE with byte
+    fallback, ``▁`` for spaces."""
+    model = tok.get("model", {})
+    return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
+
+
 def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab: int) -> str:
-    """tokenizer.ggml.* from tokenizer.json (byte-level BPE, llama.cpp's ``gpt2`` model),
-    special tokens, merges and the chat template from the tokenizer files."""
+    """tokenizer.ggml.* from tokenizer.json, special tokens and the chat template from the
+    tokenizer files. A byte-level BPE is llama.cpp's ``gpt2`` model (with its merges); a
+    SentencePiece BPE its ``llama`` model, whose merge order is the pieces' scores: SentencePiece
+    ranks a BPE vocabulary's pieces by merge order, so a piece's score is minus its id."""
     tok = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     model = tok.get("model", {})
-    if (
-        model.get("type") != "BPE"
-        or model.get("byte_fallback")
-        or ((tok.get("decoder") or {}).get("type") != "ByteLevel")
-    ):
+    spm = _is_sentencepiece(tok)
+    byte_level = (
+        model.get("type") == "BPE"
+        and not model.get("byte_fallback")
+        and (tok.get("decoder") or {}).get("type") == "ByteLevel"
+    )
+    if not spm and not byte_level:
         raise ConfigError(
-            f"format = gguf: {folder}/tokenizer.json is not a byte-level BPE tokenizer, the only "
-            "kind written so far"
+            f"format = gguf: {folder}/tokenizer.json is neither a byte-level BPE nor a "
+            "SentencePiece BPE tokenizer, the kinds written so far"
         )
     tokens = [f"[PAD{i}]" for i in range(vocab)]
     types = [gguf.TokenType.UNUSED] * vocab
+    scores = [-1e9] * vocab
+    unk = model.get("unk_token")
     for text, i in model["vocab"].items():
         if i < vocab:
-            tokens[i], types[i] = text, gguf.TokenType.NORMAL
+            tokens[i], types[i], scores[i] = text, gguf.TokenType.NORMAL, -float(i)
+            if spm and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text):
+                types[i] = gguf.TokenType.BYTE
+            elif spm and text == unk:
+                types[i] = gguf.TokenType.UNKNOWN
     for added in tok.get("added_tokens", []):
         i = int(added["id"])
         if i < vocab:
             tokens[i] = added["content"]
-            types[i] = (
-                gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-            )
-    pre = pre_tokenizer(tok)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
+            if added["content"] == unk:
+                types[i] = gguf.TokenType.UNKNOWN
+            else:
+                special = added.get("special")
+                types[i] = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
+    if spm:
+        pre = "default"
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        normalizers = (tok.get("normalizer") or {}).get("normalizers", [])
+        writer.add_add_space_prefix(any(n.get("type") == "Prepend" for n in normalizers))
+    else:
+        pre = pre_tokenizer(tok)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(tokens)
     writer.add_token_types([int(t) for t in types])
-    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab)
+    special = gguf.SpecialVocab(folder, load_merges=not spm, n_vocab=vocab)
     special.add_to_gguf(writer, quiet=True)
     if special.chat_template is None and (folder / "chat_template.jinja").is_file():
         writer.add_chat_template((folder / "chat_template.jinja").read_text(encoding="utf-8"))
