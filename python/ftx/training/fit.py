@@ -81,8 +81,15 @@ def settle(
 
     def estimate(cfg: TrainConfig, built: Built, checkpointed: bool) -> MemoryEstimate:
         model, _, _, plan = built
+        plain = estimate_memory(
+            model, cfg, plan, model_config, limit, checkpointed, chunk, streams(cfg), False
+        )
+        if not checkpointed or plain.fits is not False:
+            return plain
+        # Chunked attention (training/attention.py) saves the attention weights but runs at
+        # about half the speed inside the compiled step: taken only where the plan needs it.
         return estimate_memory(
-            model, cfg, plan, model_config, limit, checkpointed, chunk, streams(cfg)
+            model, cfg, plan, model_config, limit, checkpointed, chunk, streams(cfg), True
         )
 
     built = build(config)

@@ -107,12 +107,14 @@ def estimate_memory(
     grad_checkpoint: bool,
     loss_chunk: int | None,
     streams: int = 1,
+    chunk_attention: bool = True,
 ) -> MemoryEstimate:
     """The estimate for the widest micro-batch of ``plan``, against ``available`` bytes.
 
     With several CPU streams each computes a shard of the rows; their activations peak one
     shard at a time (measured on 2 streams: 51-53% of one stream's at every shape of
-    tests/training/test_memory.py), so the widest shard is what is counted."""
+    tests/training/test_memory.py), so the widest shard is what is counted. With
+    ``chunk_attention``, a checkpointed CPU run counts (and takes) chunked attention."""
     trainable = sum(v.nbytes for v in trainable_parameters(model).values())
     weights = sum(v.nbytes for _, v in flatten(model.parameters())) - trainable
     gradients = trainable * (2 if config.grad_accumulation > 1 else 1)
@@ -131,7 +133,7 @@ def estimate_memory(
     )
     attention = ACTIVATION_WIDTHS["attention"] * heads * width
     attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
-    chunked_attention = grad_checkpoint and not on_gpu()
+    chunked_attention = chunk_attention and grad_checkpoint and not on_gpu()
     if chunked_attention and rows * heads * width * width * 4 > CHUNK_BYTES:
         # Chunked with checkpointing on the CPU (training/attention.py): a log-sum-exp per head
         # is kept instead of the weights, and the backward holds a few chunks' weights.
