@@ -108,3 +108,29 @@ def test_a_killed_worker_is_retried_and_the_merge_is_the_one_machine_artifact(
     assert sorted(got) == sorted(want)
     assert [f for f in want if got[f] != want[f]] == []
     assert report.provenance == local.provenance and report.accepted == local.accepted
+
+
+def test_the_cli_runs_on_the_cluster(
+    cluster: Any, tmp_path: Path, tiny_model: Path, big_corpus: list[str]
+) -> None:
+    import subprocess
+    import sys
+
+    def ftx_cli(*args: str | Path) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "ftx.cli", "prepare", *map(str, args), "--json"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        out: dict[str, Any] = json.loads(done.stdout)
+        return out
+
+    common = [*big_corpus, "-m", tiny_model, "--valid", "10"]
+    on_ray = ftx_cli(*common, "-o", tmp_path / "ray", "--ray", cluster.address, "--shards", 3)
+    local = ftx_cli(*common, "-o", tmp_path / "local")
+    assert on_ray["run"]["nodes"] == 2 and on_ray["run"]["shards"] == 3
+    assert on_ray["provenance"] == local["provenance"]
+    for p in (tmp_path / "local").iterdir():
+        assert (tmp_path / "ray" / p.name).read_bytes() == p.read_bytes(), p.name
+    assert not (tmp_path / "ray.shards").exists(), "the shards are removed after the merge"
