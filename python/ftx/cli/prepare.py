@@ -187,23 +187,33 @@ def command(
         if not quiet:
             err_console.print(line, highlight=False)
 
+    if ray_address is None and (shards is not None or shard_dir is not None or keep_shards):
+        raise click.UsageError("--shards, --shard-dir and --keep-shards go with --ray")
+    if ray_address is not None and shard is not None:
+        raise click.UsageError("--ray runs every shard itself: give --ray or --shard, not both")
+    inputs_given = [str(p) for p in run["inputs"]]
+    # What every way of running takes alike.
+    common: dict[str, Any] = {
+        "out": run["out"],
+        "model": run.get("model"),
+        "tokenizer": run.get("tokenizer"),
+        "chat_template": run.get("chat_template"),
+        "force": force,
+        **settings,
+    }
+
     if shard is not None:
         spec = guarded(debug, lambda: parse_shard(shard))
 
         def work_shard() -> Any:
             with ProgressDisplay(enabled=show_progress) as display:
                 return prepare_shard(
-                    [str(p) for p in run["inputs"]],
-                    out=run["out"],
+                    inputs_given,
                     shard=spec,
-                    model=run.get("model"),
-                    tokenizer=run.get("tokenizer"),
-                    chat_template=run.get("chat_template"),
                     threads=run.get("threads"),
-                    force=force,
                     progress=display.update,
                     say=say,
-                    **settings,
+                    **common,
                 )
 
         done = guarded(debug, work_shard)
@@ -218,41 +228,26 @@ def command(
             )
         return
 
-    if ray_address is None and (shards is not None or shard_dir is not None or keep_shards):
-        raise click.UsageError("--shards, --shard-dir and --keep-shards go with --ray")
-    if ray_address is not None and shard is not None:
-        raise click.UsageError("--ray runs every shard itself: give --ray or --shard, not both")
-
     def work() -> Any:
         with ProgressDisplay(enabled=show_progress) as display:
             if ray_address is not None:
                 from ftx.distributed import prepare_on_ray
 
                 return prepare_on_ray(
-                    [str(p) for p in run["inputs"]],
-                    out=run["out"],
+                    inputs_given,
                     address=ray_address or None,
                     shards=shards,
                     shard_dir=shard_dir,
                     keep_shards=keep_shards,
-                    model=run.get("model"),
-                    tokenizer=run.get("tokenizer"),
-                    chat_template=run.get("chat_template"),
-                    force=force,
                     progress=display.update,
-                    **settings,
+                    **common,
                 )
             return prepare(
-                [str(p) for p in run["inputs"]],
-                out=run["out"],
-                model=run.get("model"),
-                tokenizer=run.get("tokenizer"),
-                chat_template=run.get("chat_template"),
+                inputs_given,
                 threads=run.get("threads"),
-                force=force,
                 progress=display.update,
                 say=say,
-                **settings,
+                **common,
             )
 
     report = guarded(debug, work)

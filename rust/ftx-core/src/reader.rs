@@ -105,6 +105,43 @@ fn is_json_lines_file(path: &Path) -> bool {
     name.ends_with(".jsonl") || name.ends_with(".ndjson")
 }
 
+/// Refuses UTF-16 and consumes a UTF-8 byte-order mark at the start of a file; returns its
+/// length. A UTF-8 byte-order mark is not part of the first record (as Python's utf-8-sig
+/// reads it); byte offsets still count it.
+fn skip_bom(reader: &mut dyn BufRead, input: &Input) -> Result<usize> {
+    let head = reader.fill_buf().map_err(|e| Error::io(&input.path, e))?;
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Err(Error::Data(format!(
+            "{}: UTF-16 text (it starts with a UTF-16 byte-order mark); ftx reads UTF-8: \
+             convert it, e.g. iconv -f UTF-16 -t UTF-8",
+            input.origin.display()
+        )));
+    }
+    let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    };
+    reader.consume(bom);
+    Ok(bom)
+}
+
+/// The first byte that is not white space (consuming the white space before it); `None` for a
+/// file of nothing else. A JSON array and JSON lines are told apart by it.
+fn first_non_space(reader: &mut dyn BufRead) -> std::io::Result<Option<u8>> {
+    loop {
+        let buf = reader.fill_buf()?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => return Ok(Some(buf[i])),
+            None if buf.is_empty() => return Ok(None),
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
+}
+
 /// Reads every record of one input and hands them to `emit` in file order. Stops early when
 /// `emit` returns false (the consumer was cancelled).
 pub fn read_input(
@@ -115,66 +152,21 @@ pub fn read_input(
 ) -> Result<()> {
     let mut reader = open(&input.path)?;
     let io_err = |e| Error::io(&input.path, e);
-    let head = reader.fill_buf().map_err(io_err)?;
-    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
-        return Err(Error::Data(format!(
-            "{}: UTF-16 text (it starts with a UTF-16 byte-order mark); ftx reads UTF-8: \
-             convert it, e.g. iconv -f UTF-16 -t UTF-8",
-            input.origin.display()
-        )));
-    }
-    // A UTF-8 byte-order mark is not part of the first record (as Python's utf-8-sig reads it);
-    // byte offsets still count it.
-    let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
-        3
-    } else {
-        0
-    };
-    reader.consume(bom);
+    let bom = skip_bom(&mut reader, input)? as u64;
     if is_text_file(&input.origin) {
-        return read_text(&mut reader, input, source, bom as u64, text_unit, emit).map_err(io_err);
+        return read_text(&mut reader, input, source, bom, text_unit, emit).map_err(io_err);
     }
     // JSON Lines by name is JSON Lines whatever its first line holds (a line may be an array).
-    if is_json_lines_file(&input.origin) {
-        return read_lines(
-            &mut reader,
-            input,
-            source,
-            bom as u64,
-            false,
-            u64::MAX,
-            emit,
-        )
-        .map(drop)
-        .map_err(io_err);
-    }
-    // A JSON array and JSON lines are told apart by the first non-space byte.
-    let first = loop {
-        let buf = reader.fill_buf().map_err(io_err)?;
-        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-            Some(i) => break Some(buf[i]),
-            None if buf.is_empty() => break None,
-            None => {
-                let n = buf.len();
-                reader.consume(n);
-            }
+    if !is_json_lines_file(&input.origin) {
+        match first_non_space(&mut reader).map_err(io_err)? {
+            None => return Ok(()),
+            Some(b'[') => return read_json_array(&mut reader, input, source, bom, emit),
+            Some(_) => {}
         }
-    };
-    match first {
-        None => Ok(()),
-        Some(b'[') => read_json_array(&mut reader, input, source, bom as u64, emit),
-        Some(_) => read_lines(
-            &mut reader,
-            input,
-            source,
-            bom as u64,
-            false,
-            u64::MAX,
-            emit,
-        )
-        .map(drop)
-        .map_err(io_err),
     }
+    read_lines(&mut reader, input, source, bom, false, u64::MAX, emit)
+        .map(drop)
+        .map_err(io_err)
 }
 
 /// Whether an input can be read in byte ranges, one line a record: an uncompressed JSON-lines
@@ -205,23 +197,8 @@ pub fn splittable(input: &Input, text_unit: TextUnit) -> Result<bool> {
     if is_json_lines_file(&input.origin) {
         return Ok(true);
     }
-    let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
-        3
-    } else {
-        0
-    };
-    file.consume(bom);
-    loop {
-        let buf = file.fill_buf().map_err(io_err)?;
-        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-            Some(i) => return Ok(buf[i] != b'['),
-            None if buf.is_empty() => return Ok(true),
-            None => {
-                let n = buf.len();
-                file.consume(n);
-            }
-        }
-    }
+    skip_bom(&mut file, input)?;
+    Ok(first_non_space(&mut file).map_err(io_err)? != Some(b'['))
 }
 
 /// Bytes `[start, end)` of a file and the lines in them, as one shard read them.
@@ -251,17 +228,7 @@ pub fn read_range(
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut first = pos;
     if start == 0 {
-        let head = reader.fill_buf().map_err(io_err)?;
-        if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
-            return Err(Error::Data(format!(
-                "{}: UTF-16 text (it starts with a UTF-16 byte-order mark); ftx reads UTF-8",
-                input.origin.display()
-            )));
-        }
-        if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
-            reader.consume(3);
-            pos = 3;
-        }
+        pos = skip_bom(&mut reader, input)? as u64;
     } else {
         // The line the byte before `start` is in ends this shard's region's first line away.
         loop {

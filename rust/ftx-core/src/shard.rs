@@ -700,7 +700,7 @@ impl ShardReader {
             unit: row.unit,
             near: sig.clone(),
         });
-        let outcome = match row.has(ACCEPTED) {
+        let (outcome, link) = match row.has(ACCEPTED) {
             true => {
                 let n = row.tokens as usize;
                 let ids = exact(&self.dir, tokens, "tokens.bin", n * 4)?
@@ -708,12 +708,13 @@ impl ShardReader {
                     .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
                 let mask = exact(&self.dir, mask, "mask.bin", n)?;
-                Ok(Accepted {
+                let accepted = Accepted {
                     encoded: Encoded { ids, mask },
                     truncated: row.has(TRUNCATED),
                     format: Format::ALL[row.format as usize],
                     turns: row.turns,
-                })
+                };
+                (Ok(accepted), Link::default())
             }
             false => {
                 let mut line = Vec::new();
@@ -722,17 +723,7 @@ impl ShardReader {
                     .map_err(|e| self.damaged("rejects.jsonl", e))?;
                 let stored: StoredReject = serde_json::from_slice(&line)
                     .map_err(|e| self.damaged("rejects.jsonl", format!("has a bad line ({e})")))?;
-                return Ok(Processed {
-                    source: row.source,
-                    line: row.line,
-                    offset: row.offset,
-                    is_chat: false,
-                    bytes: quote,
-                    len: row.len as usize,
-                    parsed,
-                    outcome: Err(Reject::new(stored.code, stored.message)),
-                    link: stored.link,
-                });
+                (Err(Reject::new(stored.code, stored.message)), stored.link)
             }
         };
         Ok(Processed {
@@ -744,7 +735,7 @@ impl ShardReader {
             len: row.len as usize,
             parsed,
             outcome,
-            link: Link::default(),
+            link,
         })
     }
 }
