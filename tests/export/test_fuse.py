@@ -180,7 +180,7 @@ def test_failed_fuse_leaves_nothing(tmp_path: Path) -> None:
     (base / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
     adapter = make_adapter(tmp_path / "run", base)
     # The tokenizer is refused while the GGUF is being written, inside the staging folder.
-    with pytest.raises(ConfigError, match="not a byte-level BPE tokenizer"):
+    with pytest.raises(ConfigError, match="neither a byte-level BPE nor a SentencePiece BPE"):
         fuse(base, adapter, tmp_path / "out" / "gguf", FuseOptions(format="gguf"))
     assert list((tmp_path / "out").iterdir()) == []
     (tmp_path / "taken").mkdir()
