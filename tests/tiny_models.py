@@ -7,10 +7,12 @@ pytest imported first when the whole suite runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,25 @@ def seal(out: Path, manifest: dict[str, Any]) -> Path:
             split["checks"][name] = {"bytes": size, "xxh3": digest}
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return out
+
+
+@contextlib.contextmanager
+def llama_cpp_model(path: Path, n_ctx: int) -> Iterator[Any]:
+    """A GGUF opened by llama.cpp itself (llama-cpp-python) with every position's logits kept
+    and its KV cache in float32 too (its default is float16), closed on exit."""
+    import llama_cpp
+
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=n_ctx,
+        n_threads=2,
+        logits_all=True,
+        verbose=False,
+        type_k=f32,
+        type_v=f32,
+    )
+    try:
+        yield llm
+    finally:
+        llm.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tiny_models import build_model, write_lora_run
+from tiny_models import build_model, llama_cpp_model, write_lora_run
 
 llama_cpp = pytest.importorskip("llama_cpp")
 mx = pytest.importorskip("mlx.core")
@@ -60,17 +60,7 @@ def _greedy(model: Any, ids: list[int]) -> list[int]:
 
 
 def _llama(path: Path, ids: list[int]) -> tuple[list[int], np.ndarray, list[int]]:
-    f32 = llama_cpp.GGML_TYPE_F32
-    llm = llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=128,
-        n_threads=2,
-        logits_all=True,
-        verbose=False,
-        type_k=f32,
-        type_v=f32,
-    )
-    try:
+    with llama_cpp_model(path, n_ctx=128) as llm:
         add_bos = bool(llm.metadata.get("tokenizer.ggml.add_bos_token") == "true")
         tokens = llm.tokenize(PROMPT.encode(), add_bos=add_bos, special=False)
         llm.eval(ids)
@@ -82,8 +72,6 @@ def _llama(path: Path, ids: list[int]) -> tuple[list[int], np.ndarray, list[int]
             if len(greedy) == GREEDY:
                 break
         return tokens, logits, greedy
-    finally:
-        llm.close()
 
 
 @pytest.mark.parametrize("kind", ["f16", "q8_0"])

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from arch_models import PROMPT, tiny_weights, write_gguf
+from tiny_models import llama_cpp_model
 
 import ftx
 
@@ -64,22 +65,9 @@ def _weights(folder: Path) -> dict[str, Any]:
 
 
 def _llama_cpp_logits(path: Path) -> np.ndarray:
-    # its KV cache in float32 too (its default is float16)
-    f32 = llama_cpp.GGML_TYPE_F32
-    llm = llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=64,
-        n_threads=2,
-        logits_all=True,
-        verbose=False,
-        type_k=f32,
-        type_v=f32,
-    )
-    try:
+    with llama_cpp_model(path, n_ctx=64) as llm:
         llm.eval(PROMPT)
         return np.array(llm.scores[: len(PROMPT)], dtype=np.float32)
-    finally:
-        llm.close()
 
 
 @pytest.mark.parametrize(("name", "mix"), CASES)
