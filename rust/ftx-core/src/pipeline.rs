@@ -196,11 +196,7 @@ pub fn prepare(
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
 
     let staging = StagingDir::new(&out_dir)?;
-    let mut sink = Sink::new(
-        ArtifactStore::create(staging.path())?,
-        Rules::of(&engine),
-        Judge::memory(&engine.opts.settings),
-    );
+    let mut sink = Sink::in_memory(ArtifactStore::create(staging.path())?, &engine);
     let (prog, _) = run_pass(
         &engine,
         &whole(&engine),
@@ -366,11 +362,7 @@ pub fn collect(
     let pool = worker_pool(threads)?;
     let (mut engine, _, _) = Engine::load(opts)?;
     engine.splitter = pool.install(|| splitter(&engine, cancel))?;
-    let mut sink = Sink::new(
-        MemoryStore::default(),
-        Rules::of(&engine),
-        Judge::memory(&engine.opts.settings),
-    );
+    let mut sink = Sink::in_memory(MemoryStore::default(), &engine);
     let (prog, _) = run_pass(
         &engine,
         &whole(&engine),
@@ -1066,6 +1058,15 @@ impl<S: Store> Taker for Sink<S> {
 }
 
 impl<S: Store> Sink<S> {
+    /// The merging end of one machine's pass: dedup decided in memory as records arrive.
+    fn in_memory(store: S, engine: &Engine) -> Self {
+        Sink::new(
+            store,
+            Rules::of(engine),
+            Judge::memory(&engine.opts.settings),
+        )
+    }
+
     pub(crate) fn new(store: S, rules: Rules, judge: Judge) -> Self {
         Sink {
             store,
