@@ -3,10 +3,7 @@
 
 use pyo3::prelude::*;
 
-// Rust allocations of the extension only; Python's own stay with the interpreter.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+mod allocator;
 mod blas;
 mod convert;
 mod errors;
@@ -44,6 +41,7 @@ fn file_digest(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(u64, Strin
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    allocator::configure();
     m.add("__version__", ftx_core::version())?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;

@@ -273,6 +273,7 @@ pub fn merge<'py>(
     let cancel = AtomicBool::new(false);
     let on_progress = reporter(&progress, &cancel);
     let report = errors::run(py, || {
+        let _bounded = crate::allocator::ReturnFreedPages::new();
         ftx_core::merge::merge(opts, &on_progress, &cancel).and_then(|r| convert::tree(&r))
     })?;
     convert::to_py(py, &report)
