@@ -123,8 +123,15 @@ def write_lora_run(
     return folder
 
 
-def write_artifact(out: Path, model: Path, sizes: dict[str, int], seed: int = 0) -> Path:
-    """A prepared artifact in ftx's layout with random records: masks train a random tail."""
+def write_artifact(
+    out: Path,
+    model: Path,
+    sizes: dict[str, int],
+    seed: int = 0,
+    lengths: tuple[int, int] = (8, 120),
+) -> Path:
+    """A prepared artifact in ftx's layout with random records of ``lengths`` tokens (from, up
+    to): masks train a random tail."""
     import hashlib
 
     rng = np.random.default_rng(seed)
@@ -137,10 +144,10 @@ def write_artifact(out: Path, model: Path, sizes: dict[str, int], seed: int = 0)
     }
     out.mkdir(parents=True, exist_ok=True)
     for split, n in sizes.items():
-        lengths = rng.integers(8, 120, n)
-        tokens = rng.integers(3, vocab_size(), int(lengths.sum())).astype(np.uint32)
+        sized = rng.integers(*lengths, n)
+        tokens = rng.integers(3, vocab_size(), int(sized.sum())).astype(np.uint32)
         mask = np.zeros(len(tokens), np.uint8)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint64)
+        offsets = np.concatenate([[0], np.cumsum(sized)]).astype(np.uint64)
         for a, b in itertools.pairwise(offsets):
             mask[int(a) + int(rng.integers(2, b - a - 2)) : int(b)] = 1
         files = {}

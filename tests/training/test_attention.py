@@ -35,10 +35,17 @@ def _masks(length: int, keys: int) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("mask_name", list(_masks(4, 4)))
+# The masks that hide every key after its query, as a training run's do.
+WITHIN_CAUSAL = ("causal", "block (rows, 1, L, S) boolean", "per head (rows, H, L, S) boolean")
+
+
+@pytest.mark.parametrize(
+    ("mask_name", "within_causal"),
+    [(m, False) for m in _masks(4, 4)] + [(m, True) for m in WITHIN_CAUSAL],
+)
 @pytest.mark.parametrize(("length", "keys", "chunk"), [(50, 50, 7), (50, 50, 64), (20, 36, 8)])
 def test_chunked_attention_is_mlx_s_attention(
-    mask_name: str, length: int, keys: int, chunk: int
+    mask_name: str, length: int, keys: int, chunk: int, within_causal: bool
 ) -> None:
     import mlx.core as mx
 
@@ -56,7 +63,7 @@ def test_chunked_attention_is_mlx_s_attention(
         return (out * weights).sum()
 
     def ours(q: Any, k: Any, v: Any) -> Any:
-        return (chunked_attention(q, k, v, 0.3, mask, chunk) * weights).sum()
+        return (chunked_attention(q, k, v, 0.3, mask, chunk, within_causal) * weights).sum()
 
     a, da = mx.value_and_grad(theirs, argnums=(0, 1, 2))(q, k, v)
     b, db = mx.value_and_grad(ours, argnums=(0, 1, 2))(q, k, v)

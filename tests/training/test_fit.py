@@ -61,6 +61,30 @@ def test_auto_checkpointing_turns_on_only_when_the_run_needs_it(keys: dict[str, 
     assert roomy.available == plain.total * 2
 
 
+def test_auto_recomputes_the_least_that_fits(keys: dict[str, Any], tmp_path: Path) -> None:
+    from tiny_models import write_artifact
+
+    from ftx import train
+
+    # Rows of about 1k tokens: each block's attention weights (32 MiB) are past the threshold.
+    data = write_artifact(tmp_path / "long", keys["model"], {"train": 8}, lengths=(900, 1020))
+    long = {**keys, "data": data, "batch_size": 1, "max_seq_length": 1024}
+    plain, attention, blocks = (
+        train({**long, "grad_checkpoint": mode}, dry_run=True).memory
+        for mode in (False, "attention", True)
+    )
+    assert (attention.chunked_attention, attention.grad_checkpoint) == (True, False)
+    assert blocks.total < attention.total < plain.total
+    for limit, blocks_on, chunked in [
+        (plain.total * 2, False, False),
+        ((plain.total + attention.total) // 2, False, True),
+        ((attention.total + blocks.total) // 2, True, False),
+    ]:
+        chosen = train({**long, "memory_limit": limit}, dry_run=True).memory
+        assert (chosen.grad_checkpoint, chosen.chunked_attention) == (blocks_on, chunked), limit
+        assert chosen.fits is True
+
+
 def test_a_run_that_does_not_fit_is_refused_with_what_would_fit(keys: dict[str, Any]) -> None:
     from ftx import train
     from ftx.training.fit import size

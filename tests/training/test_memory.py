@@ -56,3 +56,37 @@ def test_estimate_is_within_a_quarter_of_the_measured_peak(
     assert 0.75 <= estimate.total / measured <= 1.25, (estimate, measured)
     assert estimate.activations > estimate.weights  # the estimate is not carried by constants
     assert estimate.fits is True
+
+
+def test_recomputed_attention_trains_the_same_in_less_memory(
+    wider: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tiny_models import write_artifact
+
+    from ftx import train
+    from ftx.training.metrics import read_metrics
+
+    model, _ = wider
+    # Rows of about 2k tokens: each block's attention weights (128 MiB) are past the threshold.
+    data = write_artifact(tmp_path / "data", model, {"train": 4}, lengths=(1900, 2040))
+    keys = {"model": model, "data": data, "iters": 2, "report_every": 1, "save_every": None}
+    keys |= {"batch_size": 1, "max_seq_length": 2048, "loss_chunk": "off"}
+    runs = {
+        mode: train({**keys, "out": tmp_path / str(mode), "grad_checkpoint": mode})
+        for mode in (False, "attention")
+    }
+    assert runs["attention"].memory.chunked_attention
+    assert not runs[False].memory.chunked_attention
+    losses = {
+        mode: [
+            r["train_loss"]
+            for r in read_metrics(run.run_dir / "metrics.jsonl")
+            if "train_loss" in r
+        ]
+        for mode, run in runs.items()
+    }
+    assert len(losses[False]) == 2
+    assert losses["attention"] == pytest.approx(losses[False], rel=1e-5)
+    assert runs["attention"].peak_memory < 0.6 * runs[False].peak_memory
+    for run in runs.values():  # and the plan counted it
+        assert 0.75 <= run.memory.total / run.peak_memory <= 1.25, (run.memory, run.peak_memory)

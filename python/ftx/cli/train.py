@@ -82,7 +82,12 @@ def _bytes(n: int | None) -> str:
 def _plan(event: dict[str, Any]) -> str:
     """The memory plan, printed before any weight is read."""
     m = event["memory"]
-    how = ["blocks checkpointed" if m["grad_checkpoint"] else "no checkpointing"]
+    if m["grad_checkpoint"]:
+        how = ["blocks checkpointed"]
+    elif m["chunked_attention"]:
+        how = ["attention recomputed in chunks"]
+    else:
+        how = ["no checkpointing"]
     how.append(
         f"loss in chunks of {m['loss_chunk']:,} positions"
         if m["loss_chunk"]

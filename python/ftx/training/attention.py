@@ -94,20 +94,24 @@ def chunked_attention(
     scale: float,
     mask: mx.array | str | None,
     chunk: int,
+    within_causal: bool = False,
 ) -> mx.array:
     """``mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)`` computed
     ``chunk`` queries at a time, forward and backward. q is (B, H, L, D), k and v (B, H_kv, S, D).
-    With ``mask="causal"`` each chunk reads only the keys it can see; softmax in float32."""
+    With ``mask="causal"``, or a mask array that hides every key after its query (lower right
+    aligned) and ``within_causal``, each chunk reads only the keys it can see, half the work of
+    the whole row; softmax in float32."""
     b, heads, length, dim = q.shape
     kv_heads, keys = k.shape[1], k.shape[2]
     group = heads // kv_heads
     causal = isinstance(mask, str)
+    later_hidden = causal or within_causal
     offset = keys - length
     grouped = _grouped_mask(mask, heads, kv_heads)
     bounds = [(c, min(c + chunk, length)) for c in range(0, length, chunk)]
 
     def seen(end: int) -> int:
-        return min(keys, end + offset) if causal else keys
+        return min(keys, end + offset) if later_hidden else keys
 
     def parts(q: mx.array, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         f32 = mx.float32
@@ -178,7 +182,11 @@ def chunked_attention(
 
 @contextmanager
 def efficient_attention(budget: int = CHUNK_BYTES) -> Iterator[None]:
-    """While it is open, attention whose weights exceed ``budget`` bytes is chunked."""
+    """While it is open, attention whose weights exceed ``budget`` bytes is chunked. It is opened
+    around training a causal LM only, where every mask array (ftx's block-diagonal causal mask
+    of packed rows, mlx-lm's sliding windows) hides the keys after each query: a chunk reads
+    only the keys before its end, half the q k^T of reading them all (on SmolLM2 at 1k,
+    ``grad_checkpoint: attention`` went from 1.65x to 1.3x the step time with it)."""
     fast = mx.fast
     original: Attention = fast.scaled_dot_product_attention
 
@@ -196,7 +204,7 @@ def efficient_attention(budget: int = CHUNK_BYTES) -> Iterator[None]:
         if sinks is not None or rest or weights <= budget:
             return original(q, k, v, scale=scale, mask=mask, sinks=sinks, **rest)
         chunk = query_chunk(q.shape[0], q.shape[1], k.shape[2], budget)
-        return chunked_attention(q, k, v, scale, mask, chunk)
+        return chunked_attention(q, k, v, scale, mask, chunk, within_causal=True)
 
     fast.scaled_dot_product_attention = attention
     try:

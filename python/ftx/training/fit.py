@@ -5,8 +5,9 @@ The model is built lazily (shapes and dtypes, no weight read), so trying another
 a quantized base costs a rebuild of the graph, not a load. ``fit: check`` (the default) refuses
 a run that does not fit and lists the changes that would fit, each with its estimate;
 ``fit: auto`` takes the first of them, in the order below (the least change to what is
-computed first): checkpointing, then fewer rows per micro-batch with as many more micro-batches
-per step (the same rows per optimizer step), then a quantized base, then shorter rows.
+computed first): recomputing attention's weights, then checkpointed blocks, then fewer rows per
+micro-batch with as many more micro-batches per step (the same rows per optimizer step), then a
+quantized base, then shorter rows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ftx.runtime.mlx import mx, nn
 
@@ -30,6 +31,9 @@ LOSS_CHUNK_BYTES = 64 * 2**20
 MIN_ROW = 256
 
 Built = tuple[nn.Module, Base, dict[str, Any], Plan]
+# What the backward recomputes (grad_checkpoint), least first: the order ``auto`` tries them.
+Recompute = bool | Literal["attention"]
+RECOMPUTE: tuple[Recompute, ...] = (False, "attention", True)
 Build = Callable[[TrainConfig], Built]
 
 
@@ -79,28 +83,30 @@ def settle(
     limit, source = memory_limit(config)
     chunk = loss_chunk(config, vocab_size(model_config))
 
-    def estimate(cfg: TrainConfig, built: Built, checkpointed: bool) -> MemoryEstimate:
+    def estimate(cfg: TrainConfig, built: Built, recompute: Recompute) -> MemoryEstimate:
         model, _, _, plan = built
-        plain = estimate_memory(
-            model, cfg, plan, model_config, limit, checkpointed, chunk, streams(cfg), False
-        )
-        if not checkpointed or plain.fits is not False:
-            return plain
-        # Chunked attention (training/attention.py) saves the attention weights but runs at
-        # about half the speed inside the compiled step: taken only where the plan needs it.
-        return estimate_memory(
-            model, cfg, plan, model_config, limit, checkpointed, chunk, streams(cfg), True
-        )
+        blocks = recompute is True
+        args = (model, cfg, plan, model_config, limit, blocks, chunk, streams(cfg))
+        if recompute == "attention":
+            return estimate_memory(*args, chunk_attention=True)
+        whole = estimate_memory(*args)
+        if not blocks or whole.fits is not False or on_gpu():
+            return whole
+        # Checkpointed blocks recompute attention's forward once already; chunking it as well
+        # recomputes q k^T a third time: taken only where the plan needs it.
+        return estimate_memory(*args, chunk_attention=True)
 
     built = build(config)
-    checkpointed = config.grad_checkpoint is True
-    memory = estimate(config, built, checkpointed)
-    if config.grad_checkpoint == "auto" and memory.fits is False:
-        # On a model of few blocks the block being differentiated costs more than it saves.
-        smaller = estimate(config, built, True)
-        checkpointed = smaller.total < memory.total
-        memory = smaller if checkpointed else memory
-    config = config.model_copy(update={"grad_checkpoint": checkpointed})
+    if config.grad_checkpoint == "auto":
+        tried = [(mode, estimate(config, built, mode)) for mode in RECOMPUTE]
+        fit = [t for t in tried if t[1].fits is not False]
+        # None fits: the least memory, for the changes below to start from (on a model of few
+        # blocks the block being differentiated costs more than checkpointing saves).
+        mode, memory = fit[0] if fit else min(tried, key=lambda t: t[1].total)
+    else:
+        mode = config.grad_checkpoint
+        memory = estimate(config, built, mode)
+    config = config.model_copy(update={"grad_checkpoint": mode})
     if memory.fits is not False or config.fit == "off":
         return Fitted(config, *built, memory)
 
@@ -110,7 +116,7 @@ def settle(
             continue  # the first fitting change of each kind is the one to show
         cfg = config.model_copy(update=changes)
         rebuilt = built if set(changes) <= {"grad_checkpoint"} else build(cfg)
-        e = estimate(cfg, rebuilt, cfg.grad_checkpoint is True)
+        e = estimate(cfg, rebuilt, changes["grad_checkpoint"])  # every change names it
         if e.fits:
             if config.fit == "auto":
                 return Fitted(cfg, *rebuilt, e, changes)
@@ -118,11 +124,17 @@ def settle(
     raise ConfigError(_refusal(memory, source, built[3], fitting))
 
 
+def _recomputed(memory: MemoryEstimate) -> str:
+    if memory.grad_checkpoint:
+        return ", blocks checkpointed"
+    return ", attention recomputed in chunks" if memory.chunked_attention else ""
+
+
 def _alternatives(config: TrainConfig, base: Base) -> Iterator[tuple[str, dict[str, Any]]]:
     """(kind, changes) in the order ``fit: auto`` tries them."""
+    for mode in RECOMPUTE[RECOMPUTE.index(config.grad_checkpoint) + 1 :]:
+        yield "grad_checkpoint", {"grad_checkpoint": mode}
     ckpt = {"grad_checkpoint": True}
-    if config.grad_checkpoint is not True:
-        yield "grad_checkpoint", ckpt
     rows = config.batch_size
     fewer = [b for b in range(rows - 1, 0, -1) if rows % b == 0]
     for b in fewer:
@@ -158,8 +170,7 @@ def _refusal(
         f"the run needs about {size(memory.total)} but may use {size(memory.available)} "
         f"({source}): weights {size(memory.weights)}, adapters {size(memory.adapters)}, gradients "
         f"{size(memory.gradients)}, optimizer {size(memory.optimizer)}, activations "
-        f"{size(memory.activations)} for {rows} rows of {width} tokens"
-        + (", checkpointed" if memory.grad_checkpoint else "")
+        f"{size(memory.activations)} for {rows} rows of {width} tokens" + _recomputed(memory)
     )
     if memory.available is not None and memory.weights > memory.available:
         head += f"; the weights alone are more than {size(memory.available)}"

@@ -59,8 +59,7 @@ class MemoryEstimate:
     grad_checkpoint: bool = False
     loss_chunk: int | None = None
     # Attention in chunks where a call's weights exceed attention.CHUNK_BYTES (training/run.py
-    # opens it from this): with checkpointing on the CPU, where the run has chosen memory over
-    # time, as a chunk recomputes q k^T.
+    # opens it from this): its backward recomputes the weights, chunk by chunk.
     chunked_attention: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,14 +106,14 @@ def estimate_memory(
     grad_checkpoint: bool,
     loss_chunk: int | None,
     streams: int = 1,
-    chunk_attention: bool = True,
+    chunk_attention: bool = False,
 ) -> MemoryEstimate:
     """The estimate for the widest micro-batch of ``plan``, against ``available`` bytes.
 
     With several CPU streams each computes a shard of the rows; their activations peak one
     shard at a time (measured on 2 streams: 51-53% of one stream's at every shape of
-    tests/training/test_memory.py), so the widest shard is what is counted. With
-    ``chunk_attention``, a checkpointed CPU run counts (and takes) chunked attention."""
+    tests/training/test_memory.py), so the widest shard is what is counted.
+    ``grad_checkpoint``: blocks recomputed; ``chunk_attention``: attention in chunks."""
     trainable = sum(v.nbytes for v in trainable_parameters(model).values())
     weights = sum(v.nbytes for _, v in flatten(model.parameters())) - trainable
     gradients = trainable * (2 if config.grad_accumulation > 1 else 1)
@@ -133,10 +132,9 @@ def estimate_memory(
     )
     attention = ACTIVATION_WIDTHS["attention"] * heads * width
     attention_backward = ATTENTION_TRANSIENT * rows * heads * width * width
-    chunked_attention = chunk_attention and grad_checkpoint and not on_gpu()
-    if chunked_attention and rows * heads * width * width * 4 > CHUNK_BYTES:
-        # Chunked with checkpointing on the CPU (training/attention.py): a log-sum-exp per head
-        # is kept instead of the weights, and the backward holds a few chunks' weights.
+    if chunk_attention and rows * heads * width * width * 4 > CHUNK_BYTES:
+        # Chunked (training/attention.py): a log-sum-exp per head is kept instead of the
+        # weights, and the backward holds a few chunks' weights.
         attention = heads
         chunk = min(width, query_chunk(rows, heads, width))
         attention_backward = CHUNKS_AT_ONCE * rows * heads * chunk * width
@@ -169,5 +167,5 @@ def estimate_memory(
         fits=None if available is None else total <= available,
         grad_checkpoint=grad_checkpoint,
         loss_chunk=loss_chunk,
-        chunked_attention=chunked_attention,
+        chunked_attention=chunk_attention,
     )
