@@ -1,5 +1,6 @@
 """Tiny models of real mlx-lm architectures with random weights and the example tokenizer, and
-prepared artifacts of random records, for the trainer tests and the training benchmark.
+prepared artifacts of random records, for the trainer tests and the training benchmark; a GGUF read
+back under mlx-lm names, for the export tests.
 
 A plain module, not the conftest: ``from conftest import`` resolves to whichever conftest
 pytest imported first when the whole suite runs.
@@ -195,3 +196,34 @@ def llama_cpp_model(path: Path, n_ctx: int) -> Iterator[Any]:
         yield llm
     finally:
         llm.close()
+
+
+def gguf_as_mlx(path: Path, base: Path) -> dict[str, Any]:
+    """The GGUF's tensors under the base model's mlx-lm names, dequantized, with llama's Q/K rows
+    unpermuted."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import load_model
+
+    from ftx.gguf.names import unpermute_qk
+    from ftx.gguf.write import gguf_name
+
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    model, _ = load_model(base)
+    loaded = mx.load(str(path))
+    assert isinstance(loaded, dict)
+    out = {}
+    for mname, _ in tree_flatten(model.parameters()):
+        gname = gguf_name(mname)
+        if gname not in loaded:  # output.weight of a model with tied embeddings
+            continue
+        stem = gname.rsplit(".", 1)[0]
+        w = loaded[gname]
+        if f"{stem}.scales" in loaded:  # mx.load gives Q8_0 as 8-bit affine, groups of 32
+            w = mx.dequantize(w, loaded[f"{stem}.scales"], loaded[f"{stem}.biases"], 32, 8)
+        w = np.array(w.astype(mx.float32))
+        if config["model_type"] == "llama" and stem.endswith((".attn_q", ".attn_k")):
+            heads = config["num_attention_heads" if stem.endswith("q") else "num_key_value_heads"]
+            w = unpermute_qk(w, heads)
+        out[mname] = mx.array(w)
+    return out

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tiny_models import TOKENIZER, build_model
+from tiny_models import TOKENIZER, build_model, gguf_as_mlx
 
 from ftx.errors import ConfigError
 from ftx.export import PROVENANCE, FuseOptions, fuse
@@ -433,37 +433,6 @@ def test_qk_permutation_is_llama_cpps() -> None:
             assert (p[h * head_dim + 2 * i] == w[h * head_dim + i]).all()
             assert (p[h * head_dim + 2 * i + 1] == w[h * head_dim + head_dim // 2 + i]).all()
     assert (unpermute_qk(p, heads) == w).all()
-
-
-def gguf_as_mlx(path: Path, base: Path) -> dict[str, Any]:
-    """The GGUF's tensors under the base model's mlx-lm names, dequantized, with llama's Q/K rows
-    unpermuted."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.utils import load_model
-
-    from ftx.gguf.names import unpermute_qk
-    from ftx.gguf.write import gguf_name
-
-    config = config_of(base)
-    model, _ = load_model(base)
-    loaded = mx.load(str(path))
-    assert isinstance(loaded, dict)
-    out = {}
-    for mname, _ in tree_flatten(model.parameters()):
-        gname = gguf_name(mname)
-        if gname not in loaded:  # output.weight of a model with tied embeddings
-            continue
-        stem = gname.rsplit(".", 1)[0]
-        w = loaded[gname]
-        if f"{stem}.scales" in loaded:  # mx.load gives Q8_0 as 8-bit affine, groups of 32
-            w = mx.dequantize(w, loaded[f"{stem}.scales"], loaded[f"{stem}.biases"], 32, 8)
-        w = np.array(w.astype(mx.float32))
-        if config["model_type"] == "llama" and stem.endswith((".attn_q", ".attn_k")):
-            heads = config["num_attention_heads" if stem.endswith("q") else "num_key_value_heads"]
-            w = unpermute_qk(w, heads)
-        out[mname] = mx.array(w)
-    return out
 
 
 def gguf_logits(path: Path, base: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tiny_models import build_model, llama_cpp_model, write_lora_run
+from tiny_models import build_model, gguf_as_mlx, llama_cpp_model, write_lora_run
 
 llama_cpp = pytest.importorskip("llama_cpp")
 mx = pytest.importorskip("mlx.core")
@@ -87,7 +87,6 @@ def test_llama_cpp_reads_the_fused_gguf_as_mlx_computes_it(
     [path] = (tmp_path / "gguf").glob("*.gguf")
     assert path.name == f"model-{kind}.gguf"
     from mlx_lm.utils import load_model
-    from test_fuse import gguf_as_mlx
 
     ids = _ids(base)
     tokens, logits, greedy = _llama(path, ids)
