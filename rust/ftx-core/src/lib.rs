@@ -23,6 +23,7 @@ pub mod reader;
 pub mod reject;
 mod resolve;
 pub mod shard;
+pub(crate) mod sink;
 pub mod split;
 pub mod stats;
 pub mod store;

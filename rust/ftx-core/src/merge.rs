@@ -4,7 +4,7 @@
 //! The shards hold every record read, in input order, processed up to dedup. The merge checks
 //! the set (each of 0..N once, one provenance, the byte ranges tiling each input), resolves
 //! exact and near duplicates on disk in bounded memory ([`crate::resolve`]), and feeds the
-//! records in input order to the same merging end (`pipeline::Sink`) `prepare` uses, so dedup
+//! records in input order to the same merging end (`sink::Sink`) `prepare` uses, so dedup
 //! winners, splits, order, rejects and counts are the same.
 
 use std::collections::BTreeMap;
@@ -15,11 +15,10 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Provenance};
 use crate::neardup::Params;
-use crate::pipeline::{
-    cached_report, publish, ran, ratio_splitter, ArtifactStore, Judge, Progress, Rules, Sink, Taker,
-};
+use crate::pipeline::{cached_report, publish, ran, ratio_splitter, Progress, Taker};
 use crate::resolve::{Candidate, Resolution, Resolver};
 use crate::shard::{read_manifest, verify, ShardManifest, ShardReader, ACCEPTED, PARSED};
+use crate::sink::{ArtifactStore, Judge, Rules, Sink, Verdict3};
 use crate::split::Splitter;
 use crate::store::StagingDir;
 
@@ -213,7 +212,7 @@ impl Set {
         let mut decider = parsed.decider()?;
         let mut units = Vec::new();
         self.offer(PARSED, cancel, &mut |c| {
-            if let crate::pipeline::Verdict3::Unique = decider.decide(c.idx, c.sig.is_some())? {
+            if let Verdict3::Unique = decider.decide(c.idx, c.sig.is_some())? {
                 units.push(c.unit);
             }
             Ok(())

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::neardup::{similarity, Params};
-use crate::pipeline::{Origin, Verdict3};
+use crate::sink::{Origin, Verdict3};
 
 /// A record of a spill file: fixed size, little-endian, ordered by `key` in a sorted file.
 trait Fixed: Sized + Send {

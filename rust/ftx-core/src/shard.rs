@@ -24,11 +24,11 @@ use crate::manifest::{self, FileCheck, ProvenanceBody};
 use crate::neardup::{Params, Signature};
 use crate::options::{num_threads, PrepareOptions};
 use crate::pipeline::{
-    quote_len, run_pass, worker_pool, Accepted, Engine, Link, Parsed, Part, Processed, Progress,
-    Taker,
+    run_pass, worker_pool, Accepted, Engine, Link, Parsed, Part, Processed, Progress, Taker,
 };
 use crate::reader::{splittable, Region};
 use crate::reject::{Reject, RejectCode};
+use crate::sink::quote_len;
 use crate::store::StagingDir;
 
 /// The `format` of a shard's manifest.
