@@ -88,12 +88,13 @@ class TrainConfig(BaseModel):
         description="On CPU: MLX streams computing shards of a micro-batch at once, each with "
         "a one-thread BLAS (auto: one per core when cores <= batch_size, else 1).",
     )
-    grad_checkpoint: bool | Literal["attention", "auto"] = Field(
+    grad_checkpoint: Annotated[int, Field(ge=1)] | bool | Literal["attention", "auto"] = Field(
         "auto",
         description="Recompute in the backward pass: attention's weights, computed in chunks "
         "of queries (attention: memory grows with the row, not its square), or each trained "
         "block's activations as well (true: the least memory; on LoRA 1.4-1.7x the step time, "
-        "attention 1.25-1.3x); auto: the first of false, attention, true that fits.",
+        "attention 1.25-1.3x; N: the first N trained blocks only); auto: the first of false, "
+        "attention, then as few checkpointed blocks as fit.",
     )
     loss_chunk: Annotated[int, Field(ge=1)] | Literal["auto", "off"] = Field(
         "auto",

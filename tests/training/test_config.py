@@ -140,7 +140,7 @@ def test_help_shows_each_flag_s_values_in_words() -> None:
     from ftx.cli.train import command
 
     shown = CliRunner().invoke(command, ["--help"], terminal_width=200).output
-    assert "--grad-checkpoint [true|false|attention|auto]" in shown
+    assert "--grad-checkpoint [N|true|false|attention|auto]" in shown
     assert "<class" not in shown
 
 

@@ -1,6 +1,7 @@
 """The memory plan comes before any weight is read: a run that does not fit its memory is refused
 with the numbers and the changes that fit, ``fit: auto`` takes one, ``grad_checkpoint: auto``
-turns checkpointing on exactly when the run needs it, and a limit below the weights is refused."""
+turns checkpointing on exactly when the run needs it, on as few blocks as fit, and a limit below
+the weights is refused."""
 
 from __future__ import annotations
 
@@ -52,10 +53,19 @@ def keys(make_config: Make, deeper: Path) -> dict[str, Any]:
 
 def test_auto_checkpointing_turns_on_only_when_the_run_needs_it(keys: dict[str, Any]) -> None:
     from ftx import train
+    from ftx.config import read_yaml
 
     plain, checkpointed = estimates(keys)
     between = (plain.total + checkpointed.total) // 2
-    assert train({**keys, "memory_limit": between}, dry_run=True).memory.grad_checkpoint
+    run = train({**keys, "memory_limit": between})
+    # As few of the 8 blocks as fit: one fewer would not.
+    k = run.memory.checkpointed_blocks
+    assert 0 < k < run.memory.trained_blocks == 8
+    assert run.memory.fits is True
+    fewer = {**keys, "memory_limit": between, "grad_checkpoint": k - 1 or "attention", "fit": "off"}
+    assert train(fewer, dry_run=True).memory.fits is False
+    assert read_yaml(run.run_dir / "config.yaml")["grad_checkpoint"] == k  # a resume does the same
+    assert run.peak_memory <= 1.25 * run.memory.total
     roomy = train({**keys, "memory_limit": plain.total * 2}, dry_run=True).memory
     assert roomy.grad_checkpoint is False
     assert roomy.available == plain.total * 2
@@ -78,11 +88,17 @@ def test_auto_recomputes_the_least_that_fits(keys: dict[str, Any], tmp_path: Pat
     for limit, blocks_on, chunked in [
         (plain.total * 2, False, False),
         ((plain.total + attention.total) // 2, False, True),
-        ((attention.total + blocks.total) // 2, True, False),
     ]:
         chosen = train({**long, "memory_limit": limit}, dry_run=True).memory
         assert (chosen.grad_checkpoint, chosen.chunked_attention) == (blocks_on, chunked), limit
         assert chosen.fits is True
+    # Past recomputed attention: as few checkpointed blocks as fit.
+    limit = (attention.total + blocks.total) // 2
+    chosen = train({**long, "memory_limit": limit}, dry_run=True).memory
+    assert chosen.fits is True and chosen.checkpointed_blocks > 0
+    fewer = {**long, "memory_limit": limit, "fit": "off"}
+    fewer["grad_checkpoint"] = chosen.checkpointed_blocks - 1 or "attention"
+    assert train(fewer, dry_run=True).memory.fits is False
 
 
 def test_a_run_that_does_not_fit_is_refused_with_what_would_fit(keys: dict[str, Any]) -> None:
@@ -90,7 +106,7 @@ def test_a_run_that_does_not_fit_is_refused_with_what_would_fit(keys: dict[str, 
     from ftx.training.fit import size
 
     _, checkpointed = estimates(keys)
-    limit = checkpointed.total - 1
+    limit = int(checkpointed.total * 0.95)  # under every number of checkpointed blocks
     with pytest.raises(ConfigError) as e:
         train({**keys, "memory_limit": limit})
     message = str(e.value)
@@ -105,7 +121,7 @@ def test_fit_auto_takes_the_first_change_that_fits(keys: dict[str, Any]) -> None
     from ftx.config import read_yaml
 
     _, checkpointed = estimates(keys)
-    report = train({**keys, "memory_limit": checkpointed.total - 1, "fit": "auto"})
+    report = train({**keys, "memory_limit": int(checkpointed.total * 0.95), "fit": "auto"})
     # Fewer rows per micro-batch, as many more micro-batches: the same rows per step.
     assert report.fit_changes == {"grad_checkpoint": True, "batch_size": 2, "grad_accumulation": 2}
     assert report.memory.fits is True

@@ -40,6 +40,7 @@ def wider(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
         {"method": "lora", "batch_size": 1, "max_seq_length": 2048, "long": True},
         # Checkpointed: the blocks keep their inputs, one block its activations.
         {"method": "lora", "batch_size": 4, "max_seq_length": 256, "grad_checkpoint": True},
+        {"method": "lora", "batch_size": 4, "max_seq_length": 256, "grad_checkpoint": 2},
         {"method": "lora", "batch_size": 1, "max_seq_length": 2048, "grad_checkpoint": True}
         | {"long": True},
         {"method": "full", "batch_size": 2, "max_seq_length": 512, "grad_checkpoint": True},

@@ -99,7 +99,9 @@ def test_the_chunked_loss_equals_the_loss_in_one_piece(make_config: Make, batch:
     assert_same(value_and_grads(model, batch, chunk=3), value_and_grads(model, batch))
 
 
-@pytest.mark.parametrize("over", [{"grad_checkpoint": True}, {"loss_chunk": 5}])
+@pytest.mark.parametrize(
+    "over", [{"grad_checkpoint": True}, {"grad_checkpoint": 1}, {"loss_chunk": 5}]
+)
 def test_a_run_with_less_memory_trains_the_same(over: dict[str, Any], make_config: Make) -> None:
     from ftx import train
 

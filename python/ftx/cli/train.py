@@ -82,12 +82,9 @@ def _bytes(n: int | None) -> str:
 def _plan(event: dict[str, Any]) -> str:
     """The memory plan, printed before any weight is read."""
     m = event["memory"]
-    if m["grad_checkpoint"]:
-        how = ["blocks checkpointed"]
-    elif m["chunked_attention"]:
-        how = ["attention recomputed in chunks"]
-    else:
-        how = ["no checkpointing"]
+    from ftx.training.fit import recomputed  # MLX is loaded by now: the run has started
+
+    how = [recomputed(m) or "no checkpointing"]
     how.append(
         f"loss in chunks of {m['loss_chunk']:,} positions"
         if m["loss_chunk"]

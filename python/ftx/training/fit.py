@@ -5,9 +5,10 @@ The model is built lazily (shapes and dtypes, no weight read), so trying another
 a quantized base costs a rebuild of the graph, not a load. ``fit: check`` (the default) refuses
 a run that does not fit and lists the changes that would fit, each with its estimate;
 ``fit: auto`` takes the first of them, in the order below (the least change to what is
-computed first): recomputing attention's weights, then checkpointed blocks, then fewer rows per
-micro-batch with as many more micro-batches per step (the same rows per optimizer step), then a
-quantized base, then shorter rows.
+computed first): recomputing attention's weights, then checkpointed blocks (as few as fit under
+``grad_checkpoint: auto``, all of them as a change), then fewer rows per micro-batch with as
+many more micro-batches per step (the same rows per optimizer step), then a quantized base,
+then shorter rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from ftx.runtime.mlx import mx, nn
 from ftx.config import TrainConfig
 from ftx.errors import ConfigError
 from ftx.training.batching import Plan
-from ftx.training.memory import MemoryEstimate, available_memory, estimate_memory
+from ftx.training.memory import (
+    MemoryEstimate,
+    available_memory,
+    estimate_memory,
+    trained_blocks,
+)
 from ftx.training.model import Base, on_gpu
 
 # loss_chunk: auto: the positions whose float32 logits take this many bytes.
@@ -31,9 +37,17 @@ LOSS_CHUNK_BYTES = 64 * 2**20
 MIN_ROW = 256
 
 Built = tuple[nn.Module, Base, dict[str, Any], Plan]
-# What the backward recomputes (grad_checkpoint), least first: the order ``auto`` tries them.
-Recompute = bool | Literal["attention"]
-RECOMPUTE: tuple[Recompute, ...] = (False, "attention", True)
+# What the backward recomputes (grad_checkpoint): nothing, attention's weights, N blocks, all.
+Recompute = bool | int | Literal["attention"]
+
+
+def _rank(mode: bool | int | str) -> int:
+    """Recompute modes from the least recomputed (True == 1 in Python: bools first)."""
+    if isinstance(mode, bool):
+        return 3 if mode else 0
+    return 1 if mode == "attention" else 2
+
+
 Build = Callable[[TrainConfig], Built]
 
 
@@ -85,7 +99,8 @@ def settle(
 
     def estimate(cfg: TrainConfig, built: Built, recompute: Recompute) -> MemoryEstimate:
         model, _, _, plan = built
-        blocks = recompute is True
+        n = trained_blocks(model, cfg)
+        blocks = n if recompute is True else 0 if _rank(recompute) < 2 else int(recompute)
         args = (model, cfg, plan, model_config, limit, blocks, chunk, streams(cfg))
         if recompute == "attention":
             return estimate_memory(*args, chunk_attention=True)
@@ -98,11 +113,15 @@ def settle(
 
     built = build(config)
     if config.grad_checkpoint == "auto":
-        tried = [(mode, estimate(config, built, mode)) for mode in RECOMPUTE]
-        fit = [t for t in tried if t[1].fits is not False]
+        tried = []
+        for mode in _automatic(config, built):
+            tried.append((mode, estimate(config, built, mode)))
+            if tried[-1][1].fits is not False:
+                break
         # None fits: the least memory, for the changes below to start from (on a model of few
         # blocks the block being differentiated costs more than checkpointing saves).
-        mode, memory = fit[0] if fit else min(tried, key=lambda t: t[1].total)
+        fits = tried[-1][1].fits is not False
+        mode, memory = tried[-1] if fits else min(tried, key=lambda t: t[1].total)
     else:
         mode = config.grad_checkpoint
         memory = estimate(config, built, mode)
@@ -124,16 +143,28 @@ def settle(
     raise ConfigError(_refusal(memory, source, built[3], fitting))
 
 
-def _recomputed(memory: MemoryEstimate) -> str:
-    if memory.grad_checkpoint:
-        return ", blocks checkpointed"
-    return ", attention recomputed in chunks" if memory.chunked_attention else ""
+def _automatic(config: TrainConfig, built: Built) -> Iterator[Recompute]:
+    """What ``grad_checkpoint: auto`` tries, in order: each block checkpointed costs about a
+    forward of it again, so as few as fit (all of them: true)."""
+    n = trained_blocks(built[0], config)
+    yield from (False, "attention", *range(1, n), True)
+
+
+def recomputed(memory: dict[str, Any]) -> str:
+    """What the backward recomputes, in words (a MemoryEstimate's dict)."""
+    k, n = memory["checkpointed_blocks"], memory["trained_blocks"]
+    chunks = "attention in chunks" if memory["chunked_attention"] else ""
+    if not k:
+        return "attention recomputed in chunks" if chunks else ""
+    blocks = "blocks checkpointed" if k == n else f"{k} of {n} blocks checkpointed"
+    return ", ".join(filter(None, (blocks, chunks)))
 
 
 def _alternatives(config: TrainConfig, base: Base) -> Iterator[tuple[str, dict[str, Any]]]:
     """(kind, changes) in the order ``fit: auto`` tries them."""
-    for mode in RECOMPUTE[RECOMPUTE.index(config.grad_checkpoint) + 1 :]:
-        yield "grad_checkpoint", {"grad_checkpoint": mode}
+    for mode in (False, "attention", True):
+        if _rank(mode) > _rank(config.grad_checkpoint):
+            yield "grad_checkpoint", {"grad_checkpoint": mode}
     ckpt = {"grad_checkpoint": True}
     rows = config.batch_size
     fewer = [b for b in range(rows - 1, 0, -1) if rows % b == 0]
@@ -166,11 +197,13 @@ def _refusal(
     fitting: list[tuple[str, dict[str, Any], MemoryEstimate]],
 ) -> str:
     rows, width = plan.widest_batch()
+    how = recomputed(memory.to_dict())
     head = (
         f"the run needs about {size(memory.total)} but may use {size(memory.available)} "
         f"({source}): weights {size(memory.weights)}, adapters {size(memory.adapters)}, gradients "
         f"{size(memory.gradients)}, optimizer {size(memory.optimizer)}, activations "
-        f"{size(memory.activations)} for {rows} rows of {width} tokens" + _recomputed(memory)
+        f"{size(memory.activations)} for {rows} rows of {width} tokens"
+        + (f", {how}" if how else "")
     )
     if memory.available is not None and memory.weights > memory.available:
         head += f"; the weights alone are more than {size(memory.available)}"

@@ -46,7 +46,8 @@ LOGIT_COPIES = 3.0
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes by kind, their total, the budget they must fit in (``available``) and how the run
-    computes: checkpointed blocks, positions per chunk of the loss (None: in one piece)."""
+    computes: checkpointed blocks (of the trained ones), positions per chunk of the loss (None:
+    in one piece)."""
 
     weights: int
     adapters: int
@@ -57,6 +58,8 @@ class MemoryEstimate:
     available: int | None
     fits: bool | None
     grad_checkpoint: bool = False
+    checkpointed_blocks: int = 0
+    trained_blocks: int = 0
     loss_chunk: int | None = None
     # Attention in chunks where a call's weights exceed attention.CHUNK_BYTES (training/run.py
     # opens it from this): its backward recomputes the weights, chunk by chunk.
@@ -64,6 +67,11 @@ class MemoryEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def trained_blocks(model: nn.Module, config: TrainConfig) -> int:
+    """How many of the last blocks the run trains (``num_layers``, None: all)."""
+    return min(config.num_layers or len(model.layers), len(model.layers))
 
 
 def available_memory() -> int | None:
@@ -103,7 +111,7 @@ def estimate_memory(
     plan: Plan,
     model_config: dict[str, Any],
     available: int | None,
-    grad_checkpoint: bool,
+    checkpointed: int,
     loss_chunk: int | None,
     streams: int = 1,
     chunk_attention: bool = False,
@@ -113,7 +121,8 @@ def estimate_memory(
     With several CPU streams each computes a shard of the rows; their activations peak one
     shard at a time (measured on 2 streams: 51-53% of one stream's at every shape of
     tests/training/test_memory.py), so the widest shard is what is counted.
-    ``grad_checkpoint``: blocks recomputed; ``chunk_attention``: attention in chunks."""
+    ``checkpointed``: how many trained blocks are recomputed; ``chunk_attention``: attention in
+    chunks."""
     trainable = sum(v.nbytes for v in trainable_parameters(model).values())
     weights = sum(v.nbytes for _, v in flatten(model.parameters())) - trainable
     gradients = trainable * (2 if config.grad_accumulation > 1 else 1)
@@ -139,14 +148,14 @@ def estimate_memory(
         chunk = min(width, query_chunk(rows, heads, width))
         attention_backward = CHUNKS_AT_ONCE * rows * heads * chunk * width
     # Only the trained blocks keep activations for the backward pass: autodiff does not reach
-    # the frozen blocks below them. Checkpointed, each keeps its input, and the one block being
-    # differentiated holds its activations again.
-    blocks = min(config.num_layers or len(model.layers), len(model.layers))
+    # the frozen blocks below them. A checkpointed one keeps its input, and the one block being
+    # differentiated holds its activations again. The checkpointed blocks are the first ones,
+    # differentiated last: by then the others' activations are gone.
+    blocks = trained_blocks(model, config)
+    ckpt = min(checkpointed, blocks)
     itemsize = 4 if not on_gpu() else 2
-    if grad_checkpoint:
-        saved = tokens * (blocks * d + RECOMPUTED_BLOCK * dense + attention)
-    else:
-        saved = tokens * blocks * (dense + attention)
+    recomputed = RECOMPUTED_BLOCK * dense + attention if ckpt else 0
+    saved = tokens * (ckpt * d + max((blocks - ckpt) * (dense + attention), recomputed))
     trained = tokens * plan.trained_fraction
     at_once = trained if loss_chunk is None else min(trained, loss_chunk)
     activations = int(
@@ -165,7 +174,9 @@ def estimate_memory(
         total=total,
         available=available,
         fits=None if available is None else total <= available,
-        grad_checkpoint=grad_checkpoint,
+        grad_checkpoint=ckpt > 0,
+        checkpointed_blocks=ckpt,
+        trained_blocks=blocks,
         loss_chunk=loss_chunk,
         chunked_attention=chunk_attention,
     )

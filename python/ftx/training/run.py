@@ -174,11 +174,10 @@ def _run(
 ) -> TrainReport:
     forward = Forward(model, cfg.packing, setup.memory.loss_chunk)
     forward.probe()
-    restore_blocks = (
-        checkpoint_blocks(list(model.layers[-adapter_meta["num_layers"] :]))
-        if cfg.grad_checkpoint is True
-        else None
-    )
+    # As many of the trained blocks as the plan counted, from the first (MemoryEstimate).
+    trained = list(model.layers[-adapter_meta["num_layers"] :])
+    checkpointed = setup.memory.checkpointed_blocks
+    restore_blocks = checkpoint_blocks(trained[:checkpointed]) if checkpointed else None
 
     def split_plan(name: str) -> Plan | None:
         if name not in splits:
