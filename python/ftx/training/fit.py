@@ -37,6 +37,7 @@ LOSS_CHUNK_BYTES = 64 * 2**20
 MIN_ROW = 256
 
 Built = tuple[nn.Module, Base, dict[str, Any], Plan]
+Build = Callable[[TrainConfig], Built]
 # What the backward recomputes (grad_checkpoint): nothing, attention's weights, N blocks, all.
 Recompute = bool | int | Literal["attention"]
 
@@ -46,9 +47,6 @@ def _rank(mode: bool | int | str) -> int:
     if isinstance(mode, bool):
         return 3 if mode else 0
     return 1 if mode == "attention" else 2
-
-
-Build = Callable[[TrainConfig], Built]
 
 
 @dataclass

@@ -57,7 +57,6 @@ class MemoryEstimate:
     total: int
     available: int | None
     fits: bool | None
-    grad_checkpoint: bool = False
     checkpointed_blocks: int = 0
     trained_blocks: int = 0
     loss_chunk: int | None = None
@@ -65,8 +64,13 @@ class MemoryEstimate:
     # opens it from this): its backward recomputes the weights, chunk by chunk.
     chunked_attention: bool = False
 
+    @property
+    def grad_checkpoint(self) -> bool:
+        """Whether any block is checkpointed."""
+        return self.checkpointed_blocks > 0
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "grad_checkpoint": self.grad_checkpoint}
 
 
 def trained_blocks(model: nn.Module, config: TrainConfig) -> int:
@@ -174,7 +178,6 @@ def estimate_memory(
         total=total,
         available=available,
         fits=None if available is None else total <= available,
-        grad_checkpoint=ckpt > 0,
         checkpointed_blocks=ckpt,
         trained_blocks=blocks,
         loss_chunk=loss_chunk,
