@@ -169,6 +169,44 @@ def test_the_plan_arrives_before_the_weights_are_read(keys: dict[str, Any]) -> N
     assert active - before < report.memory.weights / 4
 
 
+def test_mlx_is_held_to_the_plan_while_the_run_trains(keys: dict[str, Any]) -> None:
+    import mlx.core as mx
+
+    from ftx import train
+
+    limits: list[int] = []
+    before = mx.get_memory_limit()
+    report = train(
+        {**keys, "iters": 2, "report_every": 1},
+        callbacks=[lambda r: limits.append(mx.get_memory_limit()) if "train_loss" in r else None],
+    )
+    assert limits == [report.memory.total] * 2
+    assert mx.get_memory_limit() == before  # given back
+
+
+def test_a_run_past_its_plan_raises_the_limit_and_says_so(keys: dict[str, Any]) -> None:
+    import mlx.core as mx
+
+    from ftx import train
+
+    events: list[dict[str, Any]] = []
+    limits: list[int] = []
+
+    def under_count(record: dict[str, Any]) -> None:
+        if record.get("event") == "over_plan":
+            events.append(record)
+        elif "train_loss" in record:
+            limits.append(mx.get_memory_limit())
+            if record["step"] == 1:  # as if the plan had counted far too little
+                mx.set_memory_limit(1)
+
+    train({**keys, "iters": 3, "report_every": 1}, callbacks=[under_count])
+    ((event,),) = [events]
+    assert event["step"] == 2 and event["planned"] == 1
+    assert event["limit"] > event["peak"] > 1
+    assert limits[1:] == [event["limit"]] * 2  # steps 2 and 3 ran under the raised limit
+
+
 def test_the_cli_prints_the_plan_and_refuses_with_exit_2(keys: dict[str, Any]) -> None:
     flags = ["--model", str(keys["model"]), "--data", str(keys["data"]), "--iters", "1"]
     ok = subprocess.run(

@@ -216,6 +216,14 @@ def command(
     def warn(record: dict[str, Any]) -> None:
         if record.get("event") == "plan" and not quiet and not as_json:
             err_console.print(_plan(record), highlight=False, soft_wrap=True)
+        if record.get("event") == "over_plan":
+            err_console.print(
+                f"[yellow]warning[/]: step {record['step']}: peak memory "
+                f"{_bytes(record['peak'])} is past the plan's {_bytes(record['planned'])}; "
+                f"MLX's memory limit raised to {_bytes(record['limit'])} so the run keeps its "
+                "speed (the plan under-counts this run)",
+                soft_wrap=True,
+            )
         if record.get("event") == "skipped_step":
             err_console.print(
                 f"[yellow]warning[/]: step {record['step']} skipped: loss {record['loss']}, "

@@ -5,7 +5,8 @@ state) + the activations one micro-batch keeps for its backward pass + the logit
 positions. Activations are counted per token and per block from the architecture's widths, plus
 the arrays one block's attention backward holds at once; the constants are the tensors an MLX
 transformer block keeps (see ``ACTIVATION_WIDTHS``) and are checked against
-``mx.get_peak_memory()`` in tests/tuner/test_memory.py (three shapes) and on SmolLM2-135M.
+``mx.get_peak_memory()`` in tests/training/test_memory.py (eight shapes) and on SmolLM2-135M
+(benches/test_long_context.py). The run holds MLX to this estimate (``fit.memory_limits``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ ACTIVATION_WIDTHS = {"hidden": 10.0, "kv": 3.0, "mlp": 5.0, "attention": 1.0}
 # on long rows these, not the saved copies of every block, set the peak's excess.
 ATTENTION_TRANSIENT = 3.0
 # Chunked attention's weights alive at once: MLX encodes a few chunks ahead of the one it
-# computes, more when its worker thread is slowed (the 2k rows of tests/training/test_memory.py
-# and SmolLM2's widths at 2k: 10 chunks; at 8k on a loaded machine: 34).
+# computes (the 2k rows of tests/training/test_memory.py and SmolLM2's widths at 2k: 10
+# chunks). Further ahead, which a slowed worker thread lets it run (34 chunks at 8k on a loaded
+# machine), MLX is held back by the memory limit the run sets to this estimate
+# (fit.memory_limits).
 CHUNKS_AT_ONCE = 12.0
 # Checkpointed, the block being differentiated holds its activations computed again and their
 # gradients at once: this many times the activations it saves without checkpointing (attention

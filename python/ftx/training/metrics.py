@@ -46,7 +46,7 @@ def is_line(record: dict[str, Any]) -> bool:
 
 def line(record: dict[str, Any]) -> str:
     """A step's line has every key of ``KEYS``; an event's line (``event``: resumed,
-    checkpoint, skipped_step, stopped) has what the event says."""
+    checkpoint, skipped_step, over_plan, stopped) has what the event says."""
     if record.get("event"):
         return json.dumps(record) + "\n"
     return json.dumps({k: record.get(k) for k in KEYS}) + "\n"
