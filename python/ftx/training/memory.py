@@ -153,7 +153,8 @@ def estimate_memory(
         # weights, and the backward holds a few chunks' weights.
         attention = heads
         chunk = min(width, query_chunk(rows, heads, width))
-        attention_backward = CHUNKS_AT_ONCE * rows * heads * chunk * width
+        in_flight = min(CHUNKS_AT_ONCE, -(-width // chunk))  # no more than the row has
+        attention_backward = in_flight * rows * heads * chunk * width
     # Only the trained blocks keep activations for the backward pass: autodiff does not reach
     # the frozen blocks below them. A checkpointed one keeps its input, and the one block being
     # differentiated holds its activations again. The checkpointed blocks are the first ones,
