@@ -201,7 +201,7 @@ def test_a_run_past_its_plan_raises_the_limit_and_says_so(keys: dict[str, Any]) 
                 mx.set_memory_limit(1)
 
     train({**keys, "iters": 3, "report_every": 1}, callbacks=[under_count])
-    ((event,),) = [events]
+    (event,) = events
     assert event["step"] == 2 and event["planned"] == 1
     assert event["limit"] > event["peak"] > 1
     assert limits[1:] == [event["limit"]] * 2  # steps 2 and 3 ran under the raised limit

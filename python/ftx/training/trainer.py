@@ -40,6 +40,7 @@ from ftx.errors import DataError, FtxError, TrainingInterrupted
 from ftx.training import checkpoint
 from ftx.training.batching import Batch, Plan, Rows, make_batch
 from ftx.training.checkpoint import Checkpoint
+from ftx.training.fit import raise_past_plan
 from ftx.training.forward import Forward
 from ftx.training.metrics import is_line
 from ftx.training.model import flatten, scalar, trainable_parameters
@@ -54,11 +55,6 @@ STEP_SEED_STRIDE = 1 << 32
 COUNTS = ("trained", "real_tokens", "computed_tokens")
 # mlx's clip_grad_norm guards its division the same way.
 CLIP_EPS = 1e-6
-# A peak this far past MLX's memory limit (the plan's total, fit.memory_limits) means the run
-# needs more than its plan: under the limit MLX computes one operation at a time (SmolLM2 at 2k
-# with a limit far below the need: 2x the step time), so the limit is raised to the peak and
-# the run says so. Held to a plan that counts enough, peaks pass it by 1-4%.
-OVER_PLAN = 1.1
 
 
 class DivergedError(FtxError):
@@ -277,12 +273,6 @@ class Trainer:
         for callback in self.callbacks:
             callback(record)
 
-    def _hold_to_plan(self, peak: int) -> None:
-        planned = mx.get_memory_limit()
-        if peak > OVER_PLAN * planned:
-            mx.set_memory_limit(int(OVER_PLAN * peak))
-            self._event("over_plan", peak=peak, planned=planned, limit=int(OVER_PLAN * peak))
-
     def _event(self, name: str, **info: Any) -> None:
         self._report({"event": name, "step": self.state.step, **info})
 
@@ -430,7 +420,8 @@ class Trainer:
                 improved = self._validate()
                 record["val_loss"] = s.val_loss
             record["peak_memory"] = mx.get_peak_memory()
-            self._hold_to_plan(record["peak_memory"])
+            if (raised := raise_past_plan(record["peak_memory"])) is not None:
+                self._event("over_plan", **raised)
             if self.cache_limit is not None and mx.get_cache_memory() > self.cache_limit:
                 mx.clear_cache()
             s.elapsed = time.perf_counter() - started
