@@ -125,7 +125,8 @@ def chunked_cross_entropy(
 
     @mx.custom_function
     def loss(hidden: mx.array, targets: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
-        total, grads = mx.array(0.0), []
+        total = mx.array(0.0)
+        grads: list[mx.array] = []
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk]
             if grads:
