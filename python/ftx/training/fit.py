@@ -239,7 +239,8 @@ def memory_limits(memory: MemoryEstimate) -> Iterator[int | None]:
     1.5x the working set on Metal) lets a slow step run far ahead: on SmolLM2 at 2k with
     checkpointed blocks and attention in chunks, 1.48 GiB at the default, 1.06 GiB computing
     one operation at a time, 1.18 GiB (at the same speed) under a limit of 1.12 GiB, and 1.31
-    GiB held to its plan of 1.28 GiB. Held to the plan, the run's peak is the plan's where the
+    GiB held to its plan of 1.28 GiB (1.25 since the chunked loss computes one chunk at a
+    time). Held to the plan, the run's peak is the plan's where the
     plan counts all the run needs; where it does not, the trainer raises the limit
     (``raise_past_plan``).
 
