@@ -240,9 +240,8 @@ def memory_limits(memory: MemoryEstimate) -> Iterator[int | None]:
     checkpointed blocks and attention in chunks, 1.48 GiB at the default, 1.06 GiB computing
     one operation at a time, 1.18 GiB (at the same speed) under a limit of 1.12 GiB, and 1.31
     GiB held to its plan of 1.28 GiB (1.25 since the chunked loss computes one chunk at a
-    time). Held to the plan, the run's peak is the plan's where the
-    plan counts all the run needs; where it does not, the trainer raises the limit
-    (``raise_past_plan``).
+    time). Held to the plan, the run's peak is the plan's where the plan counts all the run
+    needs; where it does not, the trainer raises the limit (``raise_past_plan``).
 
     Metal also wires the estimate (as much as its recommended working set allows) so the
     weights are not paged out between steps. On every device the allocator's cache may hold

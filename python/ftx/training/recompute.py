@@ -14,9 +14,9 @@ logits, their softmax and its gradient at once (on SmolLM2's 49,152 tokens, 590 
 position). ``chunked_cross_entropy`` computes them for a chunk of positions at a time, and the
 gradient of the hidden states with it, in the forward pass: the backward only scales it, so no
 chunk is computed twice. Each chunk waits for the last one's results (``mx.depends``), so no
-two chunks' logits are alive together. The head's weights are
-frozen in every method ftx trains (adapters and full fine-tuning train the blocks only), so
-the hidden states' gradient is all the backward needs.
+two chunks' logits are alive together. The head's weights are frozen in every method ftx
+trains (adapters and full fine-tuning train the blocks only), so the hidden states' gradient
+is all the backward needs.
 """
 
 from __future__ import annotations
