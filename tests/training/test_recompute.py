@@ -115,7 +115,9 @@ def test_the_chunked_loss_holds_one_chunk_of_logits_at_once() -> None:
     mx.eval(head.parameters(), hidden, targets, weights)
     loss = chunked_cross_entropy(head.as_linear, chunk)
     grad = mx.grad(lambda h: loss(h, targets, weights))
-    limit = mx.set_memory_limit(1)  # held, as a run holds it (fit.memory_limits)
+    # One operation at a time: what is alive then is the evaluation order's, not MLX's
+    # running ahead (which a run bounds by its plan, fit.memory_limits).
+    limit = mx.set_memory_limit(1)
     try:
         base = mx.get_active_memory()
         mx.reset_peak_memory()
